@@ -1,0 +1,32 @@
+# promptreel — `make help` lists the targets.
+SHELL := /bin/bash
+PY    := $(CURDIR)/.venv/bin/python
+PIP   := $(CURDIR)/.venv/bin/pip
+conf  ?= klee_garden
+args  ?=
+sweep ?= seeds
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export HYDRA_FULL_ERROR := 0
+export TOKENIZERS_PARALLELISM := false
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: ## create .venv and install everything (torch CUDA build that also runs on CPU, audiocraft, ffmpeg)
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q --no-deps torchaudio==2.11.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q --no-deps audiocraft==1.3.0
+	$(PY) -c "import torch, open_clip, taming, audiocraft, prefect, hydra, imageio_ffmpeg; print('setup ok: torch', torch.__version__)"
+
+test: ## run the test suite (CPU, offline, generated tiny models)
+	$(PY) -m pytest -q tests
+
+.PHONY: help setup test
