@@ -29,4 +29,16 @@ setup: ## create .venv and install everything (torch CUDA build that also runs o
 test: ## run the test suite (CPU, offline, generated tiny models)
 	$(PY) -m pytest -q tests
 
-.PHONY: help setup test
+render: ## render a preset: make render conf=klee_garden [args="seed=3 resolution=r512x288"]
+	$(PY) -m flows.render film=$(conf) $(args)
+
+show: ## print the resolved config, timeline and schedules of a preset; runs nothing
+	$(PY) -m flows.render film=$(conf) $(args) --show
+
+smoke: ## the whole DAG on generated tiny models on CPU (random weights: the imagery is noise)
+	$(PY) -m flows.render film=smoke $(args)
+
+fetch-models: ## download (on a connected box) every model a preset needs: make fetch-models conf=klee_garden
+	$(PY) -m flows.render film=$(conf) $(args) --fetch-models
+
+.PHONY: help setup test render show smoke fetch-models

@@ -1,0 +1,293 @@
+"""The typed configuration: one boundary between Hydra's YAML and everything else.
+
+`flows/render.py` turns the composed Hydra config into a plain dict and calls `build_config`, which
+returns a frozen `RenderConfig` (pydantic, extra="forbid") or raises `ConfigError` naming the key,
+the bad value and what is accepted. Everything after that sees only these models. Validation
+covers the semantics too (schedules parse, files exist, model names resolve) so bad input fails in
+seconds, before any model loads. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engines.errors import ConfigError
+from engines.weights import ModelEntry
+
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_SIDE = 8192  # pixels; larger is refused as absurd
+MAX_FRAMES = 100_000
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Runtime(Frozen):
+    """Where and how to run: never part of any cache key."""
+
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    cache_dir: Path  # artefact cache (absolute)
+    models_dir: Path  # downloaded and generated weights
+    run_dir: Path  # this run's Hydra output dir (report, final video link)
+    download: bool = True  # fetch missing weights on first use
+    threads: int | None = None  # CPU threads for torch (None = torch default)
+    log_every: int = 1  # log a progress line every N frames
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError("accepted: auto, cpu, cuda or cuda:N")
+        return v
+
+
+class Resolution(Frozen):
+    name: str = ""
+    width: int = Field(gt=0, le=MAX_SIDE)  # output pixels
+    height: int = Field(gt=0, le=MAX_SIDE)
+
+
+class Motion(Frozen):
+    """Camera motion per frame (animate_2d), each a Deforum-style schedule string of `t`."""
+
+    zoom: str = "0:(1.0)"  # scale per frame (1.02 = 2% closer each frame)
+    angle: str = "0:(0)"  # degrees per frame, counter-clockwise
+    translation_x: str = "0:(0)"  # pixels per frame, right positive
+    translation_y: str = "0:(0)"  # pixels per frame, down positive
+    interpolation: Literal["linear", "cubic"] = "linear"
+
+
+class PromptTransition(Frozen):
+    kind: Literal["cut", "crossfade", "interpolate"] = "cut"  # between prompt keyframes (engines/timeline.py)
+    frames: int = Field(default=0, ge=0)  # crossfade length in frames, starting at the key
+
+
+class ShotJoin(Frozen):
+    """How this shot joins the next one (post-production blend_shots)."""
+
+    kind: str = "cut"  # cut, or an ffmpeg xfade transition: fade, dissolve, wipeleft, ...
+    seconds: float = Field(default=0.0, ge=0)  # overlap length of a cross-fade
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from engines.editing import TRANSITIONS
+
+        if v != "cut" and v not in TRANSITIONS:
+            raise ValueError(f"accepted: cut, {', '.join(sorted(TRANSITIONS))}")
+        return v
+
+
+class Shot(Frozen):
+    name: str
+    prompts: str | dict[str, str]  # one prompt line, or keyframes {"0": ..., "30": ...} / {"2.5s": ...}
+    frames: int | None = Field(default=None, gt=0, le=MAX_FRAMES)  # length in frames ...
+    seconds: float | None = Field(default=None, gt=0)  # ... or in seconds (one of the two)
+    transition: PromptTransition = PromptTransition()
+    engine: str | None = None  # None: the film's engine
+    engine_overrides: dict[str, Any] = {}  # fields of the engine's settings for this shot only
+    motion: Motion = Motion()
+    image_prompts: tuple[str, ...] = ()  # "path:weight[:stop]"
+    init_image: str | None = None
+    seed: int | None = None  # None: the film seed + the shot's index
+    speed: dict[str, Any] | None = None  # this shot's speed settings (None: the film's)
+    join: ShotJoin = ShotJoin()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError("accepted: letters, digits, '_', '-', '.', at most 64 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _length(self) -> Shot:
+        if (self.frames is None) == (self.seconds is None):
+            raise ValueError("give exactly one of frames or seconds")
+        return self
+
+
+class Film(Frozen):
+    name: str
+    fps: float = Field(gt=0, le=240)  # frames per second of the rendered shots and the export
+    shots: tuple[Shot, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Film:
+        names = [s.name for s in self.shots]
+        if len(set(names)) != len(names):
+            raise ValueError(f"shot names must be unique, got {names}")
+        return self
+
+
+class Debug(Frozen):
+    name: str = "none"
+    engine_overrides: dict[str, dict[str, Any]] = {}  # engine name -> settings forced on it
+    music_model: str | None = None  # registry name forced on a musicgen soundtrack
+    cyclegan_model: str | None = None  # registry name forced on cyclegan refinement
+
+
+class EngineChoice(Frozen):
+    name: str
+    settings: Any  # the engine's own pydantic Settings
+
+
+class RenderConfig(Frozen):
+    seed: int  # explicit; -1 was replaced by a drawn seed (recorded in the run report)
+    seed_drawn: bool = False
+    film: Film
+    engine: EngineChoice
+    vqgan: ModelEntry
+    clip: ModelEntry
+    extra_clip: tuple[ModelEntry, ...] = ()
+    resolution: Resolution
+    export: Any
+    speed: Any
+    refine: Any
+    soundtrack: Any
+    music_model: ModelEntry | None = None
+    cyclegan: ModelEntry | None = None
+    debug: Debug = Debug()
+    runtime: Runtime
+
+    def shot_engine(self, shot: Shot) -> EngineChoice:
+        """The engine and settings of one shot (film engine + the shot's overrides)."""
+        name = shot.engine or self.engine.name
+        base = self.engine.settings.model_dump() if name == self.engine.name else {}
+        forced = self.debug.engine_overrides.get(name, {})
+        return engine_choice({"name": name, **base, **shot.engine_overrides, **forced},
+                             key=f"film.shots.{shot.name}.engine_overrides")
+
+    def shot_seed(self, index: int) -> int:
+        shot = self.film.shots[index]
+        return shot.seed if shot.seed is not None else self.seed + index
+
+    def shot_speed(self, shot: Shot) -> Any:
+        if shot.speed is None:
+            return self.speed
+        from engines.speed import SpeedSettings
+
+        return _validated(SpeedSettings, {**self.speed.model_dump(), **shot.speed},
+                          f"film.shots.{shot.name}.speed")
+
+
+# ---------------------------------------------------------------- building
+def engine_names() -> dict[str, Any]:
+    from engines import pixel_clip, vqgan_clip
+
+    return {vqgan_clip.NAME: vqgan_clip.Settings, pixel_clip.NAME: pixel_clip.Settings}
+
+
+def engine_choice(raw: dict[str, Any], *, key: str = "engine") -> EngineChoice:
+    raw = dict(raw)
+    name = raw.pop("name", None)
+    engines = engine_names()
+    if name not in engines:
+        raise ConfigError(f"{key}.name", name, ", ".join(sorted(engines)))
+    return EngineChoice(name=name, settings=_validated(engines[name], raw, key))
+
+
+def _validated(model: type[BaseModel], raw: Any, key: str) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise validation_error(exc, key) from None
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """The first pydantic error as a ConfigError: dotted key, bad value, what is accepted."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    key = ".".join(p for p in (prefix, loc) if p) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        return ConfigError(key, err.get("input"), "no such key here (misspelt?)",
+                           f"known keys: {', '.join(sorted(_known_keys(exc)))}" if _known_keys(exc) else "")
+    if err["type"] == "missing":
+        return ConfigError(key, None, "a value is required")
+    return ConfigError(key, err.get("input"), msg)
+
+
+def _known_keys(exc: ValidationError) -> list[str]:
+    model = getattr(exc, "title", "")
+    for cls in Frozen.__subclasses__():
+        if cls.__name__ == model:
+            return list(cls.model_fields)
+    return []
+
+
+def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
+    """Validate the composed config; raise ConfigError before anything heavy happens."""
+    from engines.editing import ExportSettings
+    from engines.musicgen import SoundtrackSettings
+    from engines.refine import RefineSettings
+    from engines.speed import SpeedSettings
+
+    raw = dict(raw)
+    known = {"seed", "film", "engine", "vqgan", "clip", "extra_clip", "resolution", "export",
+             "speed", "refine", "soundtrack", "runtime", "debug"}
+    for k in raw:
+        if k not in known:
+            raise ConfigError(k, raw[k], "no such top-level key (misspelt?)",
+                              f"known keys: {', '.join(sorted(known))}")
+    seed = raw.get("seed", -1)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError("seed", seed, "an integer; -1 draws a random seed")
+    drawn = seed == -1
+    if drawn:
+        seed = random.SystemRandom().randrange(0, 2**31 - 1)
+    elif seed < 0:
+        raise ConfigError("seed", seed, "an integer >= 0, or -1 to draw one")
+
+    conf_dir = Path(__file__).resolve().parent.parent / "conf"
+    from engines.weights import load_entry
+
+    def entry(kind: str, value: Any, key: str) -> ModelEntry:
+        if isinstance(value, str):
+            return load_entry(kind, value, conf_dir)
+        return _validated(ModelEntry, value, key)
+
+    debug = _validated(Debug, raw.get("debug") or {}, "debug")
+    raw_engine = dict(raw.get("engine") or {})
+    raw_engine.update(debug.engine_overrides.get(raw_engine.get("name"), {}))
+    raw_sound = dict(raw.get("soundtrack") or {"source": "none"})
+    if debug.music_model and str(raw_sound.get("source", "")).startswith("musicgen"):
+        raw_sound["model"] = debug.music_model
+    raw_refine = dict(raw.get("refine") or {"method": "none"})
+    if debug.cyclegan_model and raw_refine.get("method") == "cyclegan":
+        raw_refine["model"] = debug.cyclegan_model
+    soundtrack = _validated(SoundtrackSettings, raw_sound, "soundtrack")
+    refine = _validated(RefineSettings, raw_refine, "refine")
+    try:
+        cfg = RenderConfig(
+            seed=seed, seed_drawn=drawn,
+            film=_validated(Film, raw.get("film"), "film"),
+            engine=engine_choice(raw_engine),
+            debug=debug,
+            vqgan=entry("vqgan", raw.get("vqgan"), "vqgan"),
+            clip=entry("clip", raw.get("clip"), "clip"),
+            extra_clip=tuple(entry("clip", v, f"extra_clip.{i}")
+                             for i, v in enumerate(raw.get("extra_clip") or ())),
+            resolution=_validated(Resolution, raw.get("resolution"), "resolution"),
+            export=_validated(ExportSettings, raw.get("export"), "export"),
+            speed=_validated(SpeedSettings, raw.get("speed"), "speed"),
+            refine=refine,
+            soundtrack=soundtrack,
+            music_model=(entry("musicgen", soundtrack.model, "soundtrack.model")
+                         if soundtrack.source.startswith("musicgen") else None),
+            cyclegan=(entry("cyclegan", refine.model, "refine.model")
+                      if refine.method == "cyclegan" else None),
+            runtime=_validated(Runtime, runtime, "runtime"),
+        )
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    from flows.checks import check_semantics
+
+    check_semantics(cfg)
+    return cfg

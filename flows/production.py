@@ -1,0 +1,63 @@
+"""Stage 2, production: imagery per shot, extraction to image and video files, music."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.artefacts import Artefact
+from tasks.compose_soundtrack import compose_soundtrack
+from tasks.extract_frames import extract_frames
+from tasks.generate_frames import generate_frames
+
+
+def soundtrack_prompt(cfg: Any) -> str | None:
+    """The music prompt: the soundtrack's own, or one derived from the film's visual prompts."""
+    st = cfg.soundtrack
+    if not st.source.startswith("musicgen"):
+        return None
+    if st.prompt:
+        return st.prompt
+    from engines.musicgen import derive_prompt
+    from engines.prompts import parse_prompt_schedule
+
+    texts = []
+    for shot in cfg.film.shots:
+        schedule = parse_prompt_schedule(shot.prompts, key="film.shots.prompts", fps=cfg.film.fps)
+        texts += [t for t in schedule.all_texts() if t not in texts]
+    return derive_prompt(texts, st.mood)
+
+
+def input_hash(cfg: Any) -> str | None:
+    """Content hash of a user audio file, so editing the file re-runs the soundtrack."""
+    st = cfg.soundtrack
+    path = st.file if st.source == "file" else st.melody if st.source == "musicgen_melody" else None
+    if not path:
+        return None
+    from pathlib import Path
+
+    from tasks.artefacts import sha256_file
+
+    return sha256_file(Path(path))
+
+
+@flow(name="production")
+def production(cfg: Any, timeline: Artefact) -> tuple[list[Artefact], Artefact | None]:
+    shots = []
+    for i, shot in enumerate(cfg.film.shots):
+        engine = cfg.shot_engine(shot)
+        frames = generate_frames(
+            shot=shot, engine=engine, width=cfg.resolution.width, height=cfg.resolution.height,
+            fps=cfg.film.fps, seed=cfg.shot_seed(i), index=i,
+            vqgan=cfg.vqgan if engine.name == "vqgan_clip" else None,
+            clips=(cfg.clip, *cfg.extra_clip), runtime=cfg.runtime)
+        shots.append(extract_frames(frames=frames, contact_columns=8, runtime=cfg.runtime))
+    soundtrack = None
+    if cfg.soundtrack.source != "none":
+        soundtrack = compose_soundtrack(
+            settings=cfg.soundtrack, prompt=soundtrack_prompt(cfg),
+            total_frames=timeline.meta["total_frames"], fps=cfg.film.fps,
+            seed=cfg.soundtrack.seed if cfg.soundtrack.seed is not None else cfg.seed,
+            model=cfg.music_model, input_sha256=input_hash(cfg), runtime=cfg.runtime)
+    return shots, soundtrack

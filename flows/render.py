@@ -1,0 +1,154 @@
+"""The Hydra entry point and the parent flow: `python -m flows.render film=<preset> [overrides]`.
+
+The only module that touches Hydra/OmegaConf: it turns the composed config into a frozen
+`RenderConfig` once (flows/config.py), then runs the three stage flows. `--show` prints the
+resolved config and the planned timeline and schedules, and runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+for _k, _v in {
+    "PREFECT_HOME": str(ROOT / ".prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_LOGGING_LEVEL": "INFO",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",  # model downloads go through engines/weights.py only
+}.items():
+    os.environ.setdefault(_k, _v)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from prefect import flow  # noqa: E402
+
+from engines.errors import PromptreelError  # noqa: E402
+from flows.post_production import post_production  # noqa: E402
+from flows.pre_production import model_entries, pre_production  # noqa: E402
+from flows.production import production  # noqa: E402
+
+log = logging.getLogger("promptreel")
+SHOW = "--show" in sys.argv
+FETCH = "--fetch-models" in sys.argv
+for _flag in ("--show", "--fetch-models"):
+    while _flag in sys.argv:
+        sys.argv.remove(_flag)
+
+FORBIDDEN_OVERRIDES = ("_target_", "${", "hydra/launcher=", "hydra.launcher", "hydra.callbacks",
+                       "hydra/callbacks")
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse command-line overrides that could run code or read the environment."""
+    for item in overrides:
+        for bad in FORBIDDEN_OVERRIDES:
+            if bad in item:
+                raise PromptreelError(
+                    f"override {item!r} refused: {bad!r} is not accepted on the command line "
+                    "(promptreel chooses engines by name, never by _target_, and does not "
+                    "interpolate the environment); launchers are chosen with launcher=<name>")
+
+
+def to_config(dcfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+
+    from flows.config import build_config
+
+    hc = HydraConfig.get()
+    check_overrides(list(hc.overrides.task))
+    raw = OmegaConf.to_container(dcfg, resolve=True)
+    runtime = raw.pop("runtime")
+    runtime["run_dir"] = str(Path(hc.runtime.output_dir).resolve())
+    return build_config(raw, runtime)
+
+
+def show(cfg) -> None:
+    from engines.timeline import timeline
+    from tasks.plan_timeline import schedule_table
+    from engines.timeline import shot_plan
+
+    print(json.dumps(cfg.model_dump(mode="json", exclude={"runtime"}), indent=2, default=str))
+    tl = timeline([(s, cfg.shot_speed(s)) for s in cfg.film.shots], cfg.film.fps)
+    print("\ntimeline:", json.dumps(tl.as_dict(), indent=2))
+    plans = [shot_plan(s, fps=cfg.film.fps, width=cfg.resolution.width,
+                       height=cfg.resolution.height, seed=cfg.shot_seed(i), key=f"film.shots.{i}")
+             for i, s in enumerate(cfg.film.shots)]
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", 60, "display.width", 160,
+                           "display.max_colwidth", 70):
+        print("\nschedules (prompt weights and camera motion per frame):")
+        print(schedule_table(plans))
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+@flow(name="render")
+def render_film(cfg) -> dict:
+    """The parent flow: pre-production -> production -> post-production, then the run record."""
+    from tasks.artefacts import write_json
+    from tasks.cache import LEDGER
+
+    LEDGER.clear()
+    timeline, models = pre_production(cfg)
+    shots, soundtrack = production(cfg, timeline)
+    final = post_production(cfg, timeline, shots, soundtrack)
+    run_dir = Path(cfg.runtime.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    video = run_dir / final.meta["video"]
+    link_or_copy(final.file(final.meta["video"]), video)
+    record = {
+        "film": cfg.film.name, "seed": cfg.seed, "seed_drawn": cfg.seed_drawn,
+        "video": str(video), "timeline": timeline.meta, "models": models,
+        "artefacts": {"plan_timeline": timeline.key, "shots": [s.key for s in shots],
+                      "compose_soundtrack": soundtrack.key if soundtrack else None,
+                      "export_video": final.key, "export_dir": final.path},
+        "soundtrack_prompt": soundtrack.meta.get("prompt") if soundtrack else None,
+        "tasks": list(LEDGER),
+    }
+    write_json(run_dir / "run.json", record)
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    started = time.perf_counter()
+    try:
+        cfg = to_config(dcfg)
+        if cfg.seed_drawn:
+            log.info("seed -1: drew seed %d (recorded in run.json)", cfg.seed)
+        if SHOW:
+            show(cfg)
+            return
+        if FETCH:
+            from engines import weights
+
+            for entry in model_entries(cfg):
+                print(entry.name, "->", weights.prepare(entry, cfg.runtime.models_dir, download=True))
+            return
+        record = render_film(cfg)
+        log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))
+    except PromptreelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Pre-production: model selection. Registry entry -> fetch -> verify -> safe load format.
+
+Runs before any frame renders, so a missing or unsafe model fails the render in seconds. Downloads
+(first use on a connected box) and generated models land in `runtime.models_dir`; Lightning
+checkpoints are converted once to safetensors without running pickled code. Not cached as an
+artefact: the models directory is the truth, and checking it is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+
+from engines import weights
+
+NAME = "select_models"
+
+
+@task(name=NAME)
+def select_models(*, entries: tuple[Any, ...], runtime: Any) -> dict[str, str]:
+    """Make every entry's files present and safe; return {entry name: local directory}."""
+    out = {}
+    for entry in entries:
+        out[entry.name] = str(weights.prepare(entry, runtime.models_dir, download=runtime.download))
+    return out
