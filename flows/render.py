@@ -27,7 +27,7 @@ for _k, _v in {
     os.environ.setdefault(_k, _v)
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
 from prefect import flow  # noqa: E402
 
@@ -68,6 +68,33 @@ def to_config(dcfg: DictConfig):
     raw = OmegaConf.to_container(dcfg, resolve=True)
     runtime = raw.pop("runtime")
     runtime["run_dir"] = str(Path(hc.runtime.output_dir).resolve())
+    return build_config(raw, runtime)
+
+
+def compose_config(overrides: list[str], *, run_dir: str | None = None):
+    """The same RenderConfig the command line builds, from a list of overrides (tests, serving)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+
+    from flows.config import build_config
+
+    check_overrides(list(overrides))
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            dcfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    except HydraException as exc:
+        raise PromptreelError(str(exc)) from None
+    with open_dict(dcfg):
+        dcfg.hydra.runtime.cwd = os.getcwd()
+        dcfg.hydra.runtime.output_dir = run_dir or str(ROOT / "outputs" / "runs" / "composed")
+    HydraConfig.instance().set_config(dcfg)
+    raw = OmegaConf.to_container(dcfg, resolve=True)
+    raw.pop("hydra", None)
+    runtime = raw.pop("runtime")
+    runtime["run_dir"] = dcfg.hydra.runtime.output_dir
     return build_config(raw, runtime)
 
 
@@ -138,10 +165,10 @@ def main(dcfg: DictConfig) -> None:
             show(cfg)
             return
         if FETCH:
-            from engines import weights
+            from tasks.select_models import prepare
 
             for entry in model_entries(cfg):
-                print(entry.name, "->", weights.prepare(entry, cfg.runtime.models_dir, download=True))
+                print(entry.name, "->", prepare(entry, cfg.runtime.models_dir, download=True))
             return
         record = render_film(cfg)
         log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))

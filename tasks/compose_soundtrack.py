@@ -24,7 +24,7 @@ CODE_VERSION = "1"
 def compose_soundtrack(*, settings: Any, prompt: str | None, total_frames: int, fps: float,
                        seed: int, model: Any, input_sha256: str | None, runtime: Any) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import audio, musicgen, weights
+        from engines import audio, musicgen
         from tasks.generate_frames import pick_device
 
         duration = total_frames / fps
@@ -32,7 +32,9 @@ def compose_soundtrack(*, settings: Any, prompt: str | None, total_frames: int, 
             track, sr = audio.fit_file(Path(settings.file), duration,
                                        crossfade_s=settings.loop_crossfade_s)
         else:
-            model_dir = weights.prepare(model, runtime.models_dir, download=runtime.download)
+            from tasks.select_models import prepare
+
+            model_dir = prepare(model, runtime.models_dir, download=runtime.download)
             melody = Path(settings.melody) if settings.source == "musicgen_melody" else None
             track, sr = musicgen.compose(model_dir, prompt=prompt or "", duration_s=duration,
                                          seed=seed, melody=melody, window_s=settings.window_s,

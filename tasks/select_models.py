@@ -8,6 +8,7 @@ artefact: the models directory is the truth, and checking it is cheap.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import task
@@ -17,10 +18,18 @@ from engines import weights
 NAME = "select_models"
 
 
+def prepare(entry: Any, models_dir: Any, *, download: bool = True) -> Path:
+    """Make one entry's files present (download or generate) and return its directory."""
+    if entry.source == "generated":
+        return Path(weights.materialise_generated(entry, Path(models_dir)))
+    files = weights.ensure_files(entry, Path(models_dir), download=download)
+    return next(iter(files.values())).parent
+
+
 @task(name=NAME)
 def select_models(*, entries: tuple[Any, ...], runtime: Any) -> dict[str, str]:
     """Make every entry's files present and safe; return {entry name: local directory}."""
     out = {}
     for entry in entries:
-        out[entry.name] = str(weights.prepare(entry, runtime.models_dir, download=runtime.download))
+        out[entry.name] = str(prepare(entry, runtime.models_dir, download=runtime.download))
     return out
