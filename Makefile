@@ -41,4 +41,7 @@ smoke: ## the whole DAG on generated tiny models on CPU (random weights: the ima
 fetch-models: ## download (on a connected box) every model a preset needs: make fetch-models conf=klee_garden
 	$(PY) -m flows.render film=$(conf) $(args) --fetch-models
 
-.PHONY: help setup test render show smoke fetch-models
+doctor: ## check ffmpeg, GPU, free disk, the models a preset needs, Prefect: make doctor conf=klee_garden
+	$(PY) -m flows.render film=$(conf) $(args) --doctor
+
+.PHONY: help setup test render show smoke fetch-models doctor

@@ -39,7 +39,8 @@ from flows.production import production  # noqa: E402
 log = logging.getLogger("promptreel")
 SHOW = "--show" in sys.argv
 FETCH = "--fetch-models" in sys.argv
-for _flag in ("--show", "--fetch-models"):
+DOCTOR = "--doctor" in sys.argv
+for _flag in ("--show", "--fetch-models", "--doctor"):
     while _flag in sys.argv:
         sys.argv.remove(_flag)
 
@@ -164,6 +165,10 @@ def main(dcfg: DictConfig) -> None:
         if SHOW:
             show(cfg)
             return
+        if DOCTOR:
+            from flows.doctor import doctor
+
+            sys.exit(doctor(cfg))
         if FETCH:
             from tasks.select_models import prepare
 

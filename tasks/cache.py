@@ -14,6 +14,7 @@ artefact is valid, so Prefect can never return a result that points at deleted o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -89,8 +90,12 @@ def prefect_cache(task: str, code_version: str) -> dict[str, Any]:
         if runtime is None:
             return None
         key = key_for(task, code_version, parameters)
-        if Store(runtime.cache_dir).load(task, key) is None:
+        store = Store(runtime.cache_dir)
+        if store.load(task, key) is None:
             return None
-        return f"{task}-{key}"
+        # the stored result holds absolute paths: never share it between cache directories
+        where = hashlib.sha256(str(store.root).encode()).hexdigest()[:8]
+        _record(task, key, True, time.perf_counter())
+        return f"{task}-{key}-{where}"
 
     return {"cache_key_fn": cache_key_fn, "persist_result": True}

@@ -1,0 +1,401 @@
+"""VQGAN-CLIP frame engine: the seed paper's (000_*) method, plus 2D animation.
+
+A VQGAN latent z is optimised so that CLIP (one or more perceptors, `engines.clip_guide.Guide`)
+finds the decoded image close to the prompts. Each iteration: z is snapped to its nearest
+codebook entries with a straight-through estimator (`z_q = z + (quantise(z) - z).detach()`; a
+GumbelVQ model's codebook `quantize.embed` is used the same way), decoded, mapped from -1..1 to
+0..1 and clamped with a straight-through clamp, scored by the Guide, and z takes one optimiser
+step, then is clamped to the codebook's per-channel range (Crowson's notebook).
+
+Modes (`Settings.mode`):
+- `evolve` (the paper's): one image evolves from the start latent under one optimiser for the
+  whole shot; frame i is the image after (i + 1) * images_interval iterations (so frame 0 is
+  after the first interval, not the start noise). The prompts of FramePlan i are in force during
+  the iterations that lead to frame i. Camera motion in the plan is ignored (logged).
+- `animate_2d`: frame 0 is optimised from the start latent (`first_frame_steps` iterations);
+  every later frame warps the previous frame's image (`engines.motion.warp`: the FramePlan's
+  zoom, angle, translation), re-encodes it to a latent and optimises `steps_per_frame`
+  iterations from there with a fresh optimiser.
+
+Start latent: random codebook entries (one-hot of uniformly drawn codes, the Crowson way, from
+the shot seed) or the encoded `plan.init_image` (stretched to the frame with a Lanczos resize;
+a GumbelVQ init is encoded with the argmax code, not a Gumbel sample, so it is deterministic).
+
+Sizes: the model works on multiples of its downsampling factor (16 for f16, 8 for f8). The
+internal canvas is plan.width x plan.height rounded UP to that factor; every committed frame is
+resized back to exactly plan.width x plan.height with an antialiased bilinear resize (a 640x360
+shot is optimised at 640x368). Translations are given in output pixels and scaled to the canvas.
+
+init_weight (`init_mode`): "anchor" (default, Crowson's original): + init_weight/2 *
+mse(z, z_start), z_start = the start latent (evolve) or this frame's warped latent (animate_2d);
+"zero" (nerdyrodent's): + init_weight/2 * mse(z, 0) / (2 i + 1) at iteration i (its decay kept
+for compatibility); "decay": the anchor term with weight falling linearly from init_weight at the
+first iteration of the shot to 0 at the last.
+
+Colour coherence: the first frame's LAB mean/std is kept; every later frame is matched to it
+(`engines.motion.match_colour`) before it is committed and, in animate_2d, before it is warped
+into the next frame.
+
+Resume: each commit saves exactly what continues the shot (evolve: z, z_start, optimiser state;
+animate_2d: the previous frame's float image; both: iteration count, both RNG states, colour
+reference). A render resumed at frame k produces the same frames k, k+1, ... as an uninterrupted
+run (byte-identical on CPU). On CUDA the iteration loop never waits for the GPU: losses are
+read (synchronised) only when a frame is committed.
+
+Per-frame record: iterations (total so far), loss (total of the last iteration), `loss:<key>`
+(each prompt's signed weighted share, keys as in clip_guide), `clip:<text>` (cosine similarity
+of the committed frame to each text prompt, first perceptor), seconds (wall time of the frame),
+prompts (the prompt line in force).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engines.clip_guide import AUGMENTS, DEFAULT_AUGMENTS
+from engines.errors import ConfigError
+
+NAME = "vqgan_clip"
+CODE_VERSION = "1"  # bump when the frames for the same settings would change
+log = logging.getLogger("promptreel")
+
+
+class Settings(BaseModel):
+    """VQGAN-CLIP settings (conf/engine/vqgan_clip.yaml documents each key)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["evolve", "animate_2d"] = "evolve"  # see the module docstring
+    images_interval: int = Field(50, gt=0)  # evolve: iterations between frames
+    steps_per_frame: int = Field(10, gt=0)  # animate_2d: iterations per frame after the first
+    first_frame_steps: int | None = Field(None, gt=0)  # animate_2d: iterations of frame 0; null = steps_per_frame
+    lr: float = Field(0.1, gt=0)  # optimiser learning rate, latent units per step
+    optimiser: Literal["adam", "adamw", "sgd"] = "adam"  # sgd: momentum 0.9 (needs a larger lr)
+    cutn: int = Field(32, gt=0)  # cutouts per perceptor per iteration
+    cut_pow: float = Field(1.0, gt=0)  # cutout size exponent (>1: smaller cutouts)
+    augments: tuple[Literal[AUGMENTS], ...] = DEFAULT_AUGMENTS  # cutout augmentations
+    init_weight: float = Field(0.0, ge=0)  # weight of the latent regulariser (0 = off)
+    init_mode: Literal["anchor", "zero", "decay"] = "anchor"  # what init_weight pulls toward
+    noise_prompts: tuple[str, ...] = ()  # "seed[:weight]" random-embedding prompts
+    story_every: int | None = Field(None, gt=0)  # iterations per story phrase ("a ^ b"); null = off
+    colour_coherence: bool = False  # match every frame's colour statistics to frame 0
+    path: Literal["fast", "reference"] = "fast"  # perceptor path (clip_guide docstring)
+    clip_weights: tuple[float, ...] = ()  # one weight per perceptor; () = 1/n each
+
+    @field_validator("noise_prompts")
+    @classmethod
+    def _noise(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            parse_noise_prompt(item)
+        return v
+
+    def noise_prompt_pairs(self) -> tuple[tuple[int, float], ...]:
+        """(seed, weight) of each noise prompt."""
+        return tuple(parse_noise_prompt(item) for item in self.noise_prompts)
+
+
+def parse_noise_prompt(item: str) -> tuple[int, float]:
+    """'seed[:weight]' -> (seed, weight); ValueError saying the accepted form."""
+    parts = str(item).split(":")
+    try:
+        if len(parts) > 2:
+            raise ValueError
+        seed = int(parts[0])
+        weight = float(parts[1]) if len(parts) == 2 else 1.0
+        if seed < 0 or not math.isfinite(weight):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{item!r} is not 'seed[:weight]' (seed a whole number >= 0, "
+                         "weight a decimal number), e.g. '7:0.5'") from None
+    return seed, weight
+
+
+# ------------------------------------------------------------------ the VQGAN side
+class _VQ:
+    """Codebook, latent range, factor, straight-through synthesis and encoding of a taming model."""
+
+    def __init__(self, model: Any):
+        self.model = model
+        q = model.quantize
+        self.gumbel = hasattr(q, "proj") and hasattr(q, "embed")
+        self.codebook = (q.embed.weight if self.gumbel else q.embedding.weight).detach()
+        self.zmin = self.codebook.min(0).values[None, :, None, None]
+        self.zmax = self.codebook.max(0).values[None, :, None, None]
+        self.factor = 2 ** (model.encoder.num_resolutions - 1)
+
+    def quantise(self, z: Any) -> Any:
+        """Nearest codebook entry per position, straight-through gradient to z."""
+        import torch
+
+        from engines.clip_guide import replace_grad
+
+        zf = z.movedim(1, 3)
+        with torch.no_grad():
+            d = (zf.pow(2).sum(-1, keepdim=True) + self.codebook.pow(2).sum(1)
+                 - 2 * zf @ self.codebook.T)
+            codes = d.argmin(-1)
+        return replace_grad(self.codebook[codes], zf).movedim(3, 1)
+
+    def synth(self, z: Any) -> Any:
+        """Image [1, 3, H, W] in 0..1 from a latent (differentiable)."""
+        from engines.clip_guide import clamp_with_grad
+
+        return clamp_with_grad(self.model.decode(self.quantise(z)).add(1).div(2), 0.0, 1.0)
+
+    def encode(self, image: Any) -> Any:
+        """Quantised latent of an image [1, 3, H, W] in 0..1 (H, W multiples of the factor)."""
+        import torch
+
+        with torch.no_grad():
+            h = self.model.quant_conv(self.model.encoder(image * 2 - 1))
+            if self.gumbel:
+                return self.codebook[self.model.quantize.proj(h).argmax(1)].movedim(3, 1)
+            return self.quantise(h).detach()
+
+    def random(self, height: int, width: int, generator: Any, device: Any) -> Any:
+        """Latent of uniformly drawn codes for a canvas of height x width pixels."""
+        import torch
+
+        th, tw = height // self.factor, width // self.factor
+        codes = torch.randint(self.codebook.shape[0], (th * tw,), generator=generator)
+        return self.codebook[codes.to(self.codebook.device)].view(1, th, tw, -1) \
+            .permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def _optimiser(name: str, z: Any, lr: float) -> Any:
+    import torch
+
+    if name == "adam":
+        return torch.optim.Adam([z], lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW([z], lr=lr)
+    return torch.optim.SGD([z], lr=lr, momentum=0.9)
+
+
+def _opt_state(opt: Any, z: Any) -> dict[str, Any]:
+    return {f"opt.{k}": v.detach().cpu().clone() for k, v in opt.state[z].items()}
+
+
+def _load_opt_state(opt: Any, z: Any, state: dict[str, Any]) -> None:
+    opt.state[z] = {k[4:]: (v.clone() if k == "opt.step" else v.to(z.device))
+                    for k, v in state.items() if k.startswith("opt.")}
+
+
+def _active_prompts(prompts: tuple, iteration: int, every: int | None) -> tuple:
+    """The frame's prompts with story phrases ('a ^ b') resolved at this iteration."""
+    if every is None:
+        return prompts
+    from engines.prompts import Prompt, story_index, story_phrases
+
+    out = []
+    for p in prompts:
+        phrases = story_phrases(p.text)
+        if len(phrases) > 1:
+            p = Prompt(phrases[story_index(iteration, every, len(phrases))], p.weight, p.stop)
+        out.append(p)
+    return tuple(out)
+
+
+def _all_texts(plan: Any, every: int | None) -> list[str]:
+    """Every text the shot's prompts can resolve to (story phrases included), once each."""
+    from engines.prompts import story_phrases
+
+    texts: dict[str, None] = {}
+    for frame in plan.frames:
+        for p in frame.prompts:
+            phrases = story_phrases(p.text) if every is not None else ()
+            texts.update(dict.fromkeys(phrases if len(phrases) > 1 else (p.text,)))
+    return list(texts)
+
+
+# --------------------------------------------------------------------- rendering
+class _Run:
+    """One shot's render: shared pieces of both modes."""
+
+    def __init__(self, s: Settings, plan: Any, vqgan: Any, perceptors: list, sink: Any,
+                 device: str, progress: Callable[[dict], None] | None):
+        import torch
+
+        from engines.clip_guide import Guide
+
+        if not perceptors:
+            raise ConfigError("clip", "[]", "at least one CLIP perceptor")
+        weights = s.clip_weights or (1.0 / len(perceptors),) * len(perceptors)
+        if len(weights) != len(perceptors):
+            raise ConfigError("engine.clip_weights", list(s.clip_weights),
+                              f"one weight per perceptor ({len(perceptors)}) or [] for equal")
+        self.s, self.plan, self.sink, self.progress = s, plan, sink, progress
+        self.device = torch.device(device)
+        self.vq = _VQ(vqgan)
+        f = self.vq.factor
+        self.cw, self.ch = -(-plan.width // f) * f, -(-plan.height // f) * f
+        self.perceptor = perceptors[0]
+        self.generator = torch.Generator().manual_seed(int(plan.seed))
+        self.guide = Guide(list(zip(perceptors, weights, strict=True)), s.cutn, s.cut_pow,
+                           s.augments, self.generator, s.path, self.device)
+        self.noise = s.noise_prompt_pairs()
+        self.guide.prepare(_all_texts(plan, s.story_every), plan.image_prompts, self.noise)
+        steps = (s.first_frame_steps or s.steps_per_frame) + (plan.n_frames - 1) * s.steps_per_frame
+        self.total_iters = plan.n_frames * s.images_interval if s.mode == "evolve" else steps
+        self.iteration, self.colour_ref, self.last = 0, None, None
+        self.tick = time.perf_counter()
+
+    def start_latent(self) -> Any:
+        if self.plan.init_image:
+            from engines.clip_guide import load_image
+
+            img = load_image(self.plan.init_image, (self.cw, self.ch), self.device)
+            return self.vq.encode(img)
+        return self.vq.random(self.ch, self.cw, self.generator, self.device)
+
+    def step(self, z: Any, opt: Any, prompts: tuple, anchor: Any) -> None:
+        """One iteration; the losses stay on the device until `commit` reads them."""
+        import torch
+        import torch.nn.functional as F
+
+        s, it = self.s, self.iteration
+        active = _active_prompts(prompts, it, s.story_every)
+        self.guide.set_prompts(active, self.plan.image_prompts, self.noise)
+        opt.zero_grad(set_to_none=True)
+        loss, per = self.guide.loss(self.vq.synth(z), it)
+        if s.init_weight:
+            if s.init_mode == "zero":
+                reg = F.mse_loss(z, torch.zeros_like(z)) * (s.init_weight / 2 / (2 * it + 1))
+            else:
+                w = s.init_weight / 2
+                if s.init_mode == "decay":
+                    w *= 1 - it / max(1, self.total_iters - 1)
+                reg = F.mse_loss(z, anchor) * w
+            per = {**per, "init": reg.detach()}
+            loss = loss + reg
+        if loss.requires_grad:  # False for a frame with no prompts at all: nothing to optimise
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            z.copy_(torch.maximum(torch.minimum(z, self.vq.zmax), self.vq.zmin))
+        self.iteration += 1
+        self.last = (loss.detach(), per, active)
+
+    def colour(self, image: Any) -> Any:
+        """Colour coherence on the internal canvas: frame 0 sets the reference, later frames
+        are matched to it."""
+        from engines import motion
+
+        if not self.s.colour_coherence:
+            return image
+        if self.colour_ref is None:
+            self.colour_ref = motion.colour_stats(image)
+            return image
+        return motion.match_colour(image, self.colour_ref)
+
+    def commit(self, image: Any, index: int, state: dict[str, Any]) -> None:
+        """Resize to the plan size, score, commit the frame with `state` plus the shared state."""
+        import torch
+        import torch.nn.functional as F
+
+        from engines.clip_guide import clip_similarity
+
+        out = image
+        if (self.ch, self.cw) != (self.plan.height, self.plan.width):
+            out = F.interpolate(image, (self.plan.height, self.plan.width), mode="bilinear",
+                                antialias=True, align_corners=False)
+        frame = (out[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        loss, per, active = self.last
+        record: dict[str, Any] = {"iterations": self.iteration, "loss": float(loss)}
+        record.update({f"loss:{k}": float(v) for k, v in per.items()})
+        texts = list(dict.fromkeys(p.text for p in active))
+        record.update({f"clip:{t}": v for t, v in
+                       zip(texts, clip_similarity(self.perceptor, out, texts), strict=True)})
+        now = time.perf_counter()
+        record["seconds"] = round(now - self.tick, 4)
+        record["prompts"] = " | ".join(f"{p.text}:{p.weight:g}" for p in active)
+        self.tick = now
+        state = {**state, "iteration": torch.tensor(self.iteration), **self.guide.rng_state()}
+        if self.colour_ref is not None:
+            state["colour_ref"] = self.colour_ref.detach().cpu()
+        self.sink.commit(index, frame, state, record)
+        if self.progress is not None:
+            self.progress({"frame": index, "n_frames": self.plan.n_frames, **record})
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.iteration = int(state["iteration"])
+        self.guide.set_rng_state(state)
+        if "colour_ref" in state:
+            self.colour_ref = state["colour_ref"].to(self.device)
+
+
+def _evolve(run: _Run, start: int, state: dict[str, Any] | None) -> None:
+    import torch
+
+    s, plan = run.s, run.plan
+    if any((f.zoom, f.angle, f.translation_x, f.translation_y) != (1, 0, 0, 0)
+           for f in plan.frames):
+        log.warning("%s: mode evolve ignores camera motion; use mode animate_2d", plan.name)
+    if state is None:
+        anchor = run.start_latent()
+        z = anchor.clone().requires_grad_(True)
+        opt = _optimiser(s.optimiser, z, s.lr)
+    else:
+        run.restore(state)
+        anchor = state["anchor"].to(run.device)
+        z = state["z"].to(run.device).requires_grad_(True)
+        opt = _optimiser(s.optimiser, z, s.lr)
+        _load_opt_state(opt, z, state)
+    for index in range(start, plan.n_frames):
+        for _ in range(s.images_interval):
+            run.step(z, opt, plan.frames[index].prompts, anchor)
+        with torch.no_grad():
+            image = run.colour(run.vq.synth(z))
+        run.commit(image, index, {"z": z.detach().cpu().clone(),
+                                  "anchor": anchor.detach().cpu().clone(), **_opt_state(opt, z)})
+
+
+def _animate(run: _Run, start: int, state: dict[str, Any] | None) -> None:
+    import torch
+
+    from engines.motion import warp
+
+    s, plan = run.s, run.plan
+    prev = None
+    if state is not None:
+        run.restore(state)
+        prev = state["prev"].to(run.device)
+    for index in range(start, plan.n_frames):
+        fp = plan.frames[index]
+        if index == 0:
+            anchor, steps = run.start_latent(), s.first_frame_steps or s.steps_per_frame
+        else:
+            moved = warp(prev, fp.zoom, fp.angle, fp.translation_x * run.cw / plan.width,
+                         fp.translation_y * run.ch / plan.height)
+            anchor, steps = run.vq.encode(moved), s.steps_per_frame
+        z = anchor.clone().requires_grad_(True)
+        opt = _optimiser(s.optimiser, z, s.lr)
+        for _ in range(steps):
+            run.step(z, opt, fp.prompts, anchor)
+        with torch.no_grad():
+            prev = run.colour(run.vq.synth(z))
+        run.commit(prev, index, {"prev": prev.detach().cpu().clone()})
+
+
+def render(settings: Settings, plan: Any, *, vqgan: Any, perceptors: list, sink: Any,
+           device: str, progress: Callable[[dict], None] | None = None) -> None:
+    """Render `plan` (an engines.shot.ShotPlan) into `sink`, resuming where it left off.
+
+    vqgan: a taming VQModel or GumbelVQ in eval mode (engines.weights.load_vqgan);
+    perceptors: engines.perceptor.Perceptor list (the first also scores the frames);
+    progress: called after each commit with the frame's record plus frame and n_frames.
+    """
+    import torch
+
+    start, state = sink.resume()
+    if start >= plan.n_frames:
+        return
+    run = _Run(settings, plan, vqgan, perceptors, sink, device, progress)
+    with torch.enable_grad():
+        (_evolve if settings.mode == "evolve" else _animate)(run, start, state)

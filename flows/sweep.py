@@ -1,0 +1,69 @@
+"""Sweeps (Hydra multirun): record failed jobs and write the sweep summary as jobs finish.
+
+Configured as a Hydra callback (Hydra's own config, conf/config.yaml and conf/sweep/*.yaml)::
+
+    hydra:
+      callbacks:
+        sweep_summary:
+          _target_: flows.sweep.SweepSummary
+
+`on_job_end` writes `<job dir>/failed.json` for a job that raised (unless the entry point already
+did) and, in a multirun, rewrites `<sweep dir>/summary.*` so the table is current after every job,
+even if the sweep is stopped. `on_multirun_end` writes the final summary and the Prefect artifacts.
+With a remote launcher (Slurm), `on_job_end` runs on the node and `on_multirun_end` on the
+submitting host; both read the job dirs on shared storage, so the result is the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+
+from tasks.artefacts import write_json
+
+log = logging.getLogger("promptreel")
+
+
+def record_failure(job_dir: Path, exc: BaseException) -> Path:
+    """Write `<job dir>/failed.json` (error type, message, traceback); return its path."""
+    path = Path(job_dir) / "failed.json"
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    write_json(path, {"error": type(exc).__name__, "message": str(exc), "traceback": tb})
+    return path
+
+
+def summarise(sweep_dir: Path, *, artifacts: bool) -> None:
+    from flows.report import sweep_summary
+
+    try:
+        df = sweep_summary(sweep_dir, artifacts=artifacts)
+    except Exception as exc:  # noqa: BLE001 - a summary problem must not stop the sweep
+        log.warning("sweep summary of %s failed: %s", sweep_dir, exc)
+        return
+    failed = df[df["status"] == "failed"]
+    log.info("sweep summary: %s (%d jobs, %d failed)", Path(sweep_dir) / "summary.html",
+             len(df), len(failed))
+
+
+class SweepSummary(Callback):
+    """Hydra callback. `artifacts`: also publish the final summary as Prefect artifacts."""
+
+    def __init__(self, artifacts: bool = True) -> None:
+        self.artifacts = artifacts
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
+
+        job_dir = Path(config.hydra.runtime.output_dir)
+        if job_return.status == JobStatus.FAILED and not (job_dir / "failed.json").exists():
+            record_failure(job_dir, job_return._return_value)
+        if config.hydra.mode == RunMode.MULTIRUN:
+            summarise(Path(config.hydra.sweep.dir), artifacts=False)
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        summarise(Path(config.hydra.sweep.dir), artifacts=self.artifacts)

@@ -1,0 +1,240 @@
+"""engines/clip_guide.py on CPU with the generated tiny CLIP (random weights, real format)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engines.clip_guide import (  # noqa: E402
+    AUGMENTS,
+    Cutouts,
+    Guide,
+    check_augments,
+    clamp_with_grad,
+    clip_similarity,
+    embed_images,
+    embed_texts,
+    spherical_dist_loss,
+)
+from engines.errors import ConfigError  # noqa: E402
+from engines.prompts import Prompt  # noqa: E402
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+FAST_REF_RTOL = 1e-5  # fast (batched) vs reference (one by one) path on CPU, fp32
+
+
+def tiny_clip(models_dir: Path):
+    """The registry's generated_clip_tiny, loaded through engines.perceptor like real weights."""
+    from engines import perceptor, weights
+
+    return perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF),
+                               models_dir, "cpu")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return tiny_clip(tmp_path_factory.mktemp("models"))
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def image(h: int = 48, w: int = 80, seed: int = 0) -> torch.Tensor:
+    return torch.rand(1, 3, h, w, generator=gen(seed))
+
+
+# ---------------------------------------------------------------------------- cutouts
+def test_cutouts_shape_and_determinism():
+    cut = Cutouts(32, 5, 1.0, AUGMENTS)
+    img = image()
+    a = cut(img, gen(1), gen(2))
+    b = cut(img, gen(1), gen(2))
+    c = cut(img, gen(3), gen(2))
+    assert a.shape == (5, 3, 32, 32)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_cutout_sizes_follow_cut_pow():
+    # sizes lie between min(side, cut_size) and the shorter side; cut_pow > 1 favours small ones
+    small = Cutouts(16, 200, 3.0, ()).windows(48, 80, gen(0))
+    large = Cutouts(16, 200, 0.3, ()).windows(48, 80, gen(0))
+    for size, top, left in small + large:
+        assert 16 <= size <= 48 and 0 <= top <= 48 - size and 0 <= left <= 80 - size
+    mean = lambda ws: sum(s for s, _, _ in ws) / len(ws)  # noqa: E731
+    assert mean(small) < 16 + 0.3 * 32 < mean(large)
+
+
+def test_cutout_of_an_image_at_cut_size_is_the_image_without_augments():
+    img = image(32, 32)
+    out = Cutouts(32, 3, 1.0, ())(img, gen(0), gen(0))
+    assert torch.equal(out, img.expand(3, 3, 32, 32))
+
+
+def test_flip_is_an_exact_mirror():
+    img = image(32, 32)
+    out = Cutouts(32, 8, 1.0, ("flip",))(img, gen(0), gen(0))
+    flipped = img.flip(3)[0]
+    kinds = []
+    for c in out:
+        if (c - img[0]).abs().max() < 1e-5:
+            kinds.append("same")
+        elif (c - flipped).abs().max() < 1e-5:
+            kinds.append("flip")
+    assert len(kinds) == 8 and set(kinds) == {"same", "flip"}
+
+
+@pytest.mark.parametrize("name", [a for a in AUGMENTS if a != "flip"])
+def test_each_augment_changes_cutouts_and_stays_finite(name):
+    img = image(32, 32)
+    out = Cutouts(32, 8, 1.0, (name,))(img, gen(0), gen(0))
+    assert torch.isfinite(out).all()
+    assert (out - img).abs().amax(dim=(1, 2, 3)).max() > 1e-3
+
+
+def test_unknown_augment_names_the_key():
+    with pytest.raises(ConfigError, match="engine.augments.*'blur'"):
+        check_augments(("flip", "blur"), key="engine.augments")
+
+
+# ------------------------------------------------------------------------------ maths
+def test_spherical_distance_golden_values():
+    x = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([[3.0, 0.0], [0.0, 2.0], [-1.0, 0.0]])
+    expected = torch.tensor([0.0, math.pi ** 2 / 8, math.pi ** 2 / 2])
+    assert torch.allclose(spherical_dist_loss(x, y), expected, atol=1e-6)
+
+
+def test_clamp_with_grad_lets_gradients_pull_values_back_inside():
+    x = torch.tensor([-0.5, 0.5, 1.5], requires_grad=True)
+    y = clamp_with_grad(x, 0.0, 1.0)
+    assert y.tolist() == [0.0, 0.5, 1.0]
+    # loss = -sum(y): gradient -1 pushes up; the value above 1 would go further out: blocked
+    (-y.sum()).backward()
+    assert x.grad.tolist() == [-1.0, -1.0, 0.0]
+
+
+# ------------------------------------------------------------------------------ guide
+def make_guide(clip, path="fast", augments=AUGMENTS, seed=0, cutn=4):
+    return Guide([(clip, 1.0)], cutn=cutn, cut_pow=1.0, augments=augments, generator=gen(seed),
+                 path=path, device="cpu")
+
+
+def test_fast_and_reference_paths_agree(clip):
+    prompts = [Prompt("a red flower"), Prompt("blurry", -0.4)]
+    results = []
+    for path in ("fast", "reference"):
+        g = make_guide(clip, path)
+        g.set_prompts(prompts, noise_prompts=[(5, 0.3)])
+        img = image().requires_grad_(True)
+        total, per = g.loss(img, 0)
+        total.backward()
+        results.append((total.detach(), per, img.grad))
+    (t1, p1, g1), (t2, p2, g2) = results
+    assert torch.allclose(t1, t2, rtol=FAST_REF_RTOL, atol=1e-7)
+    assert p1.keys() == p2.keys() == {"a red flower", "blurry", "noise:5"}
+    assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-7)
+
+
+def test_per_prompt_shares_sum_to_the_total_and_sign_follows_weight(clip):
+    g = make_guide(clip)
+    g.set_prompts([Prompt("a red flower", 2.0), Prompt("blurry", -0.5)])
+    total, per = g.loss(image(), 0)
+    assert math.isclose(float(total), float(sum(per.values())), rel_tol=1e-6)
+    assert float(per["a red flower"]) > 0 > float(per["blurry"])
+
+
+def test_stop_cuts_the_gradient_but_keeps_the_value(clip):
+    img = image()
+    values, grads = [], []
+    for stop in (-math.inf, 10.0):  # 10 is above any spherical distance: always stopped
+        g = make_guide(clip)
+        g.set_prompts([Prompt("a red flower", 1.0, stop)])
+        x = img.clone().requires_grad_(True)
+        total, _ = g.loss(x, 0)
+        total.backward()
+        values.append(float(total.detach()))
+        grads.append(x.grad.abs().sum())
+    assert values[0] == values[1]
+    assert grads[0] > 0 and grads[1] == 0
+
+
+def test_rng_state_round_trip_repeats_the_loss(clip):
+    g = make_guide(clip)
+    g.set_prompts([Prompt("a red flower")])
+    saved = {k: v.clone() for k, v in g.rng_state().items()}
+    assert all(v.dtype == torch.uint8 for v in saved.values())
+    first = float(g.loss(image(), 0)[0])
+    second = float(g.loss(image(), 1)[0])
+    g.set_rng_state(saved)
+    assert float(g.loss(image(), 0)[0]) == first != second
+
+
+def test_text_embeddings_are_cached_by_text(clip, monkeypatch):
+    calls = []
+    real = clip.model.encode_text
+    monkeypatch.setattr(clip.model, "encode_text", lambda t: calls.append(1) or real(t))
+    g = make_guide(clip)
+    for w in (1.0, 0.5, 0.25):  # a cross-fade: same text, new weight every frame
+        g.set_prompts([Prompt("a red flower", w)])
+    g.set_prompts([Prompt("a red flower"), Prompt("a moon")])
+    assert len(calls) == 2
+
+
+def pixel_descent(clip, weight: float, steps: int = 10) -> tuple[float, float, list[float]]:
+    """Optimise pixels toward (weight > 0) or away from a prompt; CLIP similarity before/after
+    and the loss per step. A 64 px image with the 64 px tiny CLIP: every cutout is the image."""
+    assert clip.image_size == 64
+    g = make_guide(clip, augments=())
+    g.set_prompts([Prompt("a red flower", weight)])
+    x = image(64, 64).requires_grad_(True)
+    before = clip_similarity(clip, x.detach(), ["a red flower"])[0]
+    opt = torch.optim.Adam([x], lr=0.02)
+    losses = []
+    for i in range(steps):
+        opt.zero_grad()
+        loss, _ = g.loss(x, i)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return before, clip_similarity(clip, x.detach(), ["a red flower"])[0], losses
+
+
+def test_loss_decreases_and_negative_weight_pushes_away(clip):
+    before, toward, losses = pixel_descent(clip, 1.0)
+    before2, away, _ = pixel_descent(clip, -1.0)
+    assert before == before2
+    assert losses[-1] < losses[0]
+    assert toward > before > away
+
+
+def test_image_prompt_tensor_and_clip_similarity(clip):
+    img = image(40, 60)
+    g = make_guide(clip)
+    g.set_prompts([], image_prompts=[(img, 1.0, -math.inf)])
+    total, per = g.loss(img, 0)
+    assert list(per) == [k for k in per if k.startswith("image:")] and len(per) == 1
+    sims = clip_similarity(clip, img, ["a red flower", "a moon"])
+    emb_i = torch.nn.functional.normalize(embed_images(clip, img), dim=-1)
+    emb_t = torch.nn.functional.normalize(embed_texts(clip, ["a red flower", "a moon"]), dim=-1)
+    assert sims == pytest.approx((emb_t @ emb_i[0]).tolist(), abs=1e-6)
+    assert all(-1 <= s <= 1 for s in sims)
+    assert clip_similarity(clip, img, []) == []
+
+
+def test_noise_prompts_are_deterministic(clip):
+    totals = []
+    for _ in range(2):
+        g = make_guide(clip)
+        g.set_prompts([], noise_prompts=[(7, 1.0)])
+        totals.append(float(g.loss(image(), 0)[0]))
+    assert totals[0] == totals[1] > 0
+
+
+def test_guide_rejects_a_bad_path(clip):
+    with pytest.raises(ConfigError, match="path"):
+        Guide([(clip, 1.0)], generator=gen(), path="turbo")

@@ -1,0 +1,178 @@
+"""Run reports and sweep summaries on hand-made artefacts (no render needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from engines.errors import PromptreelError
+from flows import report
+from flows.config import Film, Resolution, Runtime
+from tasks.artefacts import Store, write_json
+
+
+def missing_refs(page: Path) -> tuple[list[str], list[str]]:
+    return report.html_links(page)
+
+
+def png(path: Path, shade: int) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6), (shade, 0, 0)).save(path)
+
+
+def shot_artefacts(store: Store, name: str, n: int) -> tuple[str, str]:
+    """A committed generate_frames and extract_frames pair, as the real tasks lay them out."""
+    work = store.begin("generate_frames", f"gen{name}")
+    for i in range(n):
+        png(work.path / "frames" / f"{i:06d}.png", 10 * i)
+    pd.DataFrame({"frame": range(n), "loss": [1.0 - 0.1 * i for i in range(n)],
+                  "seconds": [0.5] * n}).to_parquet(work.path / "frames.parquet")
+    gen = work.commit({"shot": name, "n_frames": n, "fps": 8, "engine": "vqgan_clip",
+                       "render_seconds": 1.5})
+    work = store.begin("extract_frames", f"ext{name}")
+    png(work.path / "contact_sheet.png", 200)
+    (work.path / "production_cut.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    ext = work.commit(dict(gen.meta), upstream=[f"frames={gen.key}"])
+    return gen.key, ext.key
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> tuple[SimpleNamespace, dict]:
+    store = Store(tmp_path / "cache")
+    keys = [shot_artefacts(store, "a", 3), shot_artefacts(store, "b", 4)]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "smoke.mp4").write_bytes(b"video")
+    film = Film(name="smoke", fps=8, shots=[
+        {"name": "a", "prompts": "a red garden:1 | blurry:-0.3", "frames": 3},
+        {"name": "b", "prompts": {"0": "noon", "2": "night:2 | stars"}, "frames": 4}])
+    cfg = SimpleNamespace(
+        film=film, seed=7, seed_drawn=False, clip={"name": "tiny"},
+        resolution=Resolution(name="r64", width=64, height=64),
+        runtime=Runtime(cache_dir=tmp_path / "cache", models_dir=tmp_path / "models",
+                        run_dir=run_dir, device="cpu"))
+    record = {"film": "smoke", "video": str(run_dir / "smoke.mp4"),
+              "artefacts": {"shots": [e for _, e in keys]},
+              "tasks": [
+                  {"task": "generate_frames", "key": "gena", "cached": False, "seconds": 2.0},
+                  {"task": "generate_frames", "key": "genb", "cached": True, "seconds": 0.01}]}
+    write_json(run_dir / "run.json", record)
+    return cfg, record
+
+
+def test_run_report_tables_html_and_cached_scores(run, monkeypatch) -> None:
+    cfg, record = run
+    calls = []
+
+    def fake_scores(entry, models_dir, device, items):
+        calls.append([(Path(p).name, texts) for p, texts in items])
+        return [[0.1 * (i + 1) for i in range(len(texts))] for _, texts in items]
+
+    monkeypatch.setattr(report, "clip_scores", fake_scores)
+    page = report.run_report(cfg, record, artifacts=False)
+    # the last frame of each shot, scored against the positive prompts in force there
+    assert calls == [[("000002.png", ["a red garden"])], [("000003.png", ["night", "stars"])]]
+    out = cfg.runtime.run_dir / "report"
+    shots = pd.read_parquet(out / "shots.parquet")
+    assert shots["shot"].tolist() == ["a", "b"]
+    assert shots["score"].tolist() == pytest.approx([0.1, (0.1 * 2 + 0.2 * 1) / 3])
+    frames = pd.read_csv(out / "frames.csv")
+    assert len(frames) == 7 and frames.groupby("shot").size().to_dict() == {"a": 3, "b": 4}
+    tasks = pd.read_parquet(out / "tasks.parquet")
+    assert tasks["task"].tolist() == ["generate_frames"] * 2 + ["score_frames"] * 2
+    assert tasks["cached"].tolist() == [False, True, False, False]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["score"] == pytest.approx((0.1 + 0.4 / 3) / 2)
+    assert (summary["frames"], summary["cached"], summary["computed"]) == (7, 1, 3)
+    refs, missing = missing_refs(page)
+    assert missing == [] and "smoke.mp4" in refs
+    assert sum(r.endswith("contact_sheet.png") for r in refs) == 4  # link + img per shot
+    assert sum(r.endswith("production_cut.mp4") for r in refs) == 2
+
+    report.run_report(cfg, record, artifacts=False)  # again: the scores come from the cache
+    assert len(calls) == 2
+    assert pd.read_parquet(out / "tasks.parquet")["cached"].tolist()[2:] == [True, True]
+
+
+def test_report_refuses_a_damaged_artefact(run) -> None:
+    cfg, record = run
+    store = Store(cfg.runtime.cache_dir)
+    Path(store.load("generate_frames", "gena").path, "frames.parquet").unlink()
+    with pytest.raises(PromptreelError, match="generate_frames/gena is not .* in the cache"):
+        report.run_report(cfg, record, score=False, artifacts=False)
+
+
+def test_run_report_without_scores(run) -> None:
+    cfg, record = run
+    page = report.run_report(cfg, record, score=False, artifacts=False)
+    shots = pd.read_parquet(cfg.runtime.run_dir / "report" / "shots.parquet")
+    assert shots["score"].isna().all()
+    assert json.loads((page.parent / "report" / "summary.json").read_text())["score"] is None
+    assert missing_refs(page)[1] == []
+
+
+def make_job(sweep: Path, num: int, overrides: list[str], *, score: float | None = None,
+             error: str | None = None) -> Path:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    cfg = {"seed": int(overrides[0].split("=")[1]), "resolution": {"width": 64, "height": 64},
+           "film": {"name": "smoke"}}
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    if error:
+        write_json(job / "failed.json", {"error": "ConfigError", "message": error})
+        return job
+    png(job / "report" / "media" / "00_a_contact_sheet.png", 50)
+    (job / "smoke.mp4").write_bytes(b"video")
+    (job / "report.html").write_text("<html></html>")
+    write_json(job / "report" / "summary.json",
+               {"film": "smoke", "score": score, "video": "smoke.mp4", "cached": 2, "computed": 5})
+    return job
+
+
+def test_sweep_summary_ranks_jobs_and_lists_failures(tmp_path: Path) -> None:
+    sweep = tmp_path / "multirun"
+    make_job(sweep, 0, ["seed=1"], score=0.21)
+    make_job(sweep, 1, ["seed=2"], score=0.35)
+    make_job(sweep, 2, ["seed=3"], error="seed: bad value")
+    make_job(sweep, 10, ["seed=4"], score=0.30)
+    (sweep / "multirun.yaml").write_text("{}")
+    df = report.sweep_summary(sweep, artifacts=False)
+    assert df["job"].tolist() == ["1", "10", "0", "2"]
+    assert df["rank"].tolist() == [1, 2, 3, 4]
+    assert df["status"].tolist() == ["ok", "ok", "ok", "failed"]
+    assert df["error"].tolist()[-1] == "ConfigError: seed: bad value"
+    on_disk = pd.read_csv(sweep / "summary.csv")
+    assert on_disk["job"].tolist() == [1, 10, 0, 2]
+    assert len(pd.read_parquet(sweep / "summary.parquet")) == 4
+    diffs = pd.read_csv(sweep / "config_differences.csv")
+    assert list(diffs.columns) == ["job", "seed"]  # only what differs between jobs
+    refs, missing = missing_refs(sweep / "summary.html")
+    assert missing == []
+    assert sum(r.endswith(".mp4") for r in refs) == 3 and "1/report.html" in refs
+    assert "seed: bad value" in (sweep / "summary.html").read_text()
+
+
+def test_clip_scores_with_the_generated_perceptor(tmp_path: Path) -> None:
+    """The real scorer (engines.perceptor + clip_guide) on the tiny generated CLIP."""
+    from engines import weights
+
+    conf = Path(report.__file__).parents[1] / "conf"
+    entry = weights.load_entry("clip", "generated_clip_tiny", conf)
+    models_dir = tmp_path / "models"
+    weights.materialise_generated(entry, models_dir)
+    png(tmp_path / "a.png", 120)
+    png(tmp_path / "b.png", 0)
+    items = [(tmp_path / "a.png", ["a red garden", "night"]), (tmp_path / "b.png", ["night"])]
+    first = report.clip_scores(entry, models_dir, "cpu", items)
+    assert [len(s) for s in first] == [2, 1]
+    assert all(-1.0 <= v <= 1.0 for s in first for v in s)
+    assert report.clip_scores(entry, models_dir, "cpu", items) == first  # deterministic
+    assert first[0][0] != first[0][1]  # the texts are told apart
