@@ -171,9 +171,9 @@ class RenderConfig(Frozen):
     def shot_speed(self, shot: Shot) -> Any:
         if shot.speed is None:
             return self.speed
-        from engines.speed import SpeedSettings
+        from engines.speed import SpeedSettings, merged
 
-        return _validated(SpeedSettings, {**self.speed.model_dump(), **shot.speed},
+        return _validated(SpeedSettings, merged(self.speed, shot.speed),
                           f"film.shots.{shot.name}.speed")
 
 
@@ -282,7 +282,7 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
             music_model=(entry("musicgen", soundtrack.model, "soundtrack.model")
                          if soundtrack.source.startswith("musicgen") else None),
             cyclegan=(entry("cyclegan", refine.model, "refine.model")
-                      if refine.method == "cyclegan" else None),
+                      if refine.method == "cyclegan" and not refine.checkpoint else None),
             runtime=_validated(Runtime, runtime, "runtime"),
         )
     except ValidationError as exc:

@@ -22,11 +22,15 @@ def soundtrack_prompt(cfg: Any) -> str | None:
     from engines.musicgen import derive_prompt
     from engines.prompts import parse_prompt_schedule
 
-    texts = []
+    texts: list[str] = []  # what the film shows: positive prompts, story phrases split
     for shot in cfg.film.shots:
-        schedule = parse_prompt_schedule(shot.prompts, key="film.shots.prompts", fps=cfg.film.fps)
-        texts += [t for t in schedule.all_texts() if t not in texts]
-    return derive_prompt(texts, st.mood)
+        schedule = parse_prompt_schedule(shot.prompts, key=f"film.shots.{shot.name}.prompts",
+                                         fps=cfg.film.fps)
+        for prompts in schedule.prompts:
+            for p in prompts:
+                if p.weight > 0:
+                    texts += [t.strip() for t in p.text.split("^") if t.strip() not in texts]
+    return derive_prompt([t for t in texts if t], st.mood)
 
 
 def input_hash(cfg: Any) -> str | None:

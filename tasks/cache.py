@@ -44,12 +44,20 @@ def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     return config, upstream
 
 
-def key_for(task: str, code_version: str, params: Mapping[str, Any]) -> str:
+Version = str | Callable[[Mapping[str, Any]], str]
+
+
+def version_of(code_version: Version, params: Mapping[str, Any]) -> str:
+    """A task's code version: a string, or a function of its parameters (e.g. per engine)."""
+    return code_version(params) if callable(code_version) else code_version
+
+
+def key_for(task: str, code_version: Version, params: Mapping[str, Any]) -> str:
     config, upstream = split_params(params)
-    return artefact_key(task, code_version, config, upstream)
+    return artefact_key(task, version_of(code_version, params), config, upstream)
 
 
-def run_cached(task: str, code_version: str, params: Mapping[str, Any],
+def run_cached(task: str, code_version: Version, params: Mapping[str, Any],
                build: Callable[[Path], Mapping[str, Any]], *, resumable: bool = False) -> Artefact:
     """Return the committed artefact for these params, building it (under a lock) if needed.
 
@@ -58,6 +66,7 @@ def run_cached(task: str, code_version: str, params: Mapping[str, Any],
     """
     runtime = params["runtime"]
     store = Store(runtime.cache_dir)
+    code_version = version_of(code_version, params)
     config, upstream = split_params(params)
     key = artefact_key(task, code_version, config, upstream)
     started = time.perf_counter()
@@ -82,7 +91,7 @@ def _record(task: str, key: str, cached: bool, started: float) -> None:
                    "seconds": round(time.perf_counter() - started, 3)})
 
 
-def prefect_cache(task: str, code_version: str) -> dict[str, Any]:
+def prefect_cache(task: str, code_version: Version) -> dict[str, Any]:
     """Keyword arguments for `@task`: cache on the artefact key while the artefact is valid."""
 
     def cache_key_fn(_context: Any, parameters: Mapping[str, Any]) -> str | None:

@@ -13,18 +13,19 @@ from typing import Any
 
 from prefect import task
 
+from engines import musicgen
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
 
 NAME = "compose_soundtrack"
-CODE_VERSION = "1"
+CODE_VERSION = "1+" + musicgen.CODE_VERSION  # this task and the engine it runs
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
 def compose_soundtrack(*, settings: Any, prompt: str | None, total_frames: int, fps: float,
                        seed: int, model: Any, input_sha256: str | None, runtime: Any) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import audio, musicgen
+        from engines import audio
         from tasks.generate_frames import pick_device
 
         duration = total_frames / fps
@@ -39,6 +40,8 @@ def compose_soundtrack(*, settings: Any, prompt: str | None, total_frames: int, 
             track, sr = musicgen.compose(model_dir, prompt=prompt or "", duration_s=duration,
                                          seed=seed, melody=melody, window_s=settings.window_s,
                                          overlap_s=settings.overlap_s,
+                                         temperature=settings.temperature, top_k=settings.top_k,
+                                         cfg_coef=settings.cfg_coef,
                                          device=pick_device(runtime.device))
         track = audio.fade(track, sr, settings.fade_in_s, settings.fade_out_s)
         track = audio.normalise(track, sr, target_lufs=settings.target_lufs,

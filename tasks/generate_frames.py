@@ -20,7 +20,16 @@ from tasks.cache import prefect_cache, run_cached
 from tasks.frame_sink import DirectorySink
 
 NAME = "generate_frames"
-CODE_VERSION = "1"
+
+
+def code_version(params: Any) -> str:
+    """This task's version joined with the version of the engine that renders the shot, so
+    changing one engine's output invalidates only that engine's shots."""
+    from engines import pixel_clip, vqgan_clip
+
+    engines = {vqgan_clip.NAME: vqgan_clip.CODE_VERSION, pixel_clip.NAME: pixel_clip.CODE_VERSION}
+    return f"1+{params['engine'].name}{engines[params['engine'].name]}"
+
 log = logging.getLogger("promptreel")
 
 
@@ -47,7 +56,7 @@ def write_table(records: list[dict[str, Any]], work: Path, stem: str) -> None:
         df.to_csv(tmp, index=False)
 
 
-@task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
+@task(name=NAME, **prefect_cache(NAME, code_version))
 def generate_frames(*, shot: Any, engine: Any, width: int, height: int, fps: float, seed: int,
                     index: int, vqgan: Any, clips: tuple[Any, ...], runtime: Any) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
@@ -93,4 +102,4 @@ def generate_frames(*, shot: Any, engine: Any, width: int, height: int, fps: flo
                 "height": height, "engine": engine.name,
                 "render_seconds": round(time.perf_counter() - started, 3)}
 
-    return run_cached(NAME, CODE_VERSION, locals(), build, resumable=True)
+    return run_cached(NAME, code_version, locals(), build, resumable=True)

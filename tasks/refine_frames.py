@@ -12,12 +12,13 @@ from typing import Any
 
 from prefect import task
 
+from engines import refine
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
 from tasks.extract_frames import link_frames
 
 NAME = "refine_frames"
-CODE_VERSION = "1"
+CODE_VERSION = "1+" + refine.CODE_VERSION  # this task and the engine it runs
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
@@ -26,11 +27,11 @@ def refine_frames(*, frames: Artefact, settings: Any, model: Any, runtime: Any) 
         if settings.method == "none":
             n = link_frames(frames.file("frames"), work / "frames")
         else:
-            from engines import refine
             from tasks.generate_frames import pick_device
 
             n = refine.refine_dir(frames.file("frames"), work / "frames", settings, model=model,
-                                  models_dir=runtime.models_dir, device=pick_device(runtime.device))
+                                  models_dir=runtime.models_dir, device=pick_device(runtime.device),
+                                  download=runtime.download)
         return {**frames.meta, "n_frames": n, "refine": settings.method}
 
     return run_cached(NAME, CODE_VERSION, locals(), build)

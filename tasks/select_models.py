@@ -19,11 +19,8 @@ NAME = "select_models"
 
 
 def prepare(entry: Any, models_dir: Any, *, download: bool = True) -> Path:
-    """Make one entry's files present (download or generate) and return its directory."""
-    if entry.source == "generated":
-        return Path(weights.materialise_generated(entry, Path(models_dir)))
-    files = weights.ensure_files(entry, Path(models_dir), download=download)
-    return next(iter(files.values())).parent
+    """Make one entry's files present (download or generate), safely converted; its directory."""
+    return weights.prepare(entry, Path(models_dir), download=download)
 
 
 @task(name=NAME)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, read_run, run_cli
+from tests.helpers import ROOT, read_run, run_cli
 
 
 def probe(path: Path) -> dict:

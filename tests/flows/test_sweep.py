@@ -115,7 +115,7 @@ def test_callback_on_job_end_writes_failed_json(tmp_path: Path) -> None:
 def test_smoke_sweep_2x2_makes_4_runs_and_again_computes_nothing(tmp_path: Path,
                                                                  models_dir: Path) -> None:
     from flows.report import html_links
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     grid = ["film=smoke", "+sweep=seeds", "seed=1,2", "resolution=r64,r96x64"]
     tables = {}

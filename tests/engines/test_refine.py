@@ -1,4 +1,4 @@
-"""engines/denoise.py: OpenCV denoisers, refinement settings and `refine_dir`."""
+"""engines/refine.py: OpenCV denoisers, refinement settings and `refine_dir`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 from pydantic import ValidationError
 
-from engines import denoise as D
+from engines import refine as D
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
