@@ -92,8 +92,8 @@ def compose_config(overrides: list[str], *, run_dir: str | None = None):
         dcfg.hydra.runtime.cwd = os.getcwd()
         dcfg.hydra.runtime.output_dir = run_dir or str(ROOT / "outputs" / "runs" / "composed")
     HydraConfig.instance().set_config(dcfg)
-    raw = OmegaConf.to_container(dcfg, resolve=True)
-    raw.pop("hydra", None)
+    body = OmegaConf.masked_copy(dcfg, [k for k in dcfg if k != "hydra"])
+    raw = OmegaConf.to_container(body, resolve=True)
     runtime = raw.pop("runtime")
     runtime["run_dir"] = dcfg.hydra.runtime.output_dir
     return build_config(raw, runtime)

@@ -59,7 +59,7 @@ def test_smoke_again_computes_nothing(smoke_run: dict) -> None:
 def test_editing_one_shot_rerenders_only_that_shot(smoke_run: dict) -> None:
     base = smoke_run["base"]
     before = set((base / "cache" / "generate_frames").glob("*/manifest.json"))
-    run_cli("film=smoke", "film.shots.1.prompts={0: a garden of glass}", cache=base / "cache",
+    run_cli("film=smoke", "film.shots.1.prompts.6=a garden of glass", cache=base / "cache",
             models=smoke_run["models"], run_dir=base / "run3")
     after = set((base / "cache" / "generate_frames").glob("*/manifest.json"))
     assert before <= after and len(after - before) == 1
