@@ -100,9 +100,11 @@ def compose_config(overrides: list[str], *, run_dir: str | None = None):
 
 
 def show(cfg) -> None:
-    from engines.timeline import timeline
+    """Print the resolved config, the planned timeline and every shot's schedules; run nothing."""
+    import math
+
+    from engines.timeline import shot_plan, timeline
     from tasks.plan_timeline import schedule_table
-    from engines.timeline import shot_plan
 
     print(json.dumps(cfg.model_dump(mode="json", exclude={"runtime"}), indent=2, default=str))
     tl = timeline([(s, cfg.shot_speed(s)) for s in cfg.film.shots], cfg.film.fps)
@@ -110,12 +112,12 @@ def show(cfg) -> None:
     plans = [shot_plan(s, fps=cfg.film.fps, width=cfg.resolution.width,
                        height=cfg.resolution.height, seed=cfg.shot_seed(i), key=f"film.shots.{i}")
              for i, s in enumerate(cfg.film.shots)]
-    import pandas as pd
-
-    with pd.option_context("display.max_rows", 60, "display.width", 160,
-                           "display.max_colwidth", 70):
-        print("\nschedules (prompt weights and camera motion per frame):")
-        print(schedule_table(plans))
+    table = schedule_table(plans)
+    step = max(1, math.ceil(len(table) / 240))  # at most ~240 rows on screen
+    note = f" (every {step}th frame)" if step > 1 else ""
+    print(f"\nschedules: prompt weights and camera motion per frame{note}")
+    print(table.iloc[::step].to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                                       max_colwidth=90))
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
