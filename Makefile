@@ -41,6 +41,10 @@ smoke: ## the whole DAG on generated tiny models on CPU (random weights: the ima
 fetch-models: ## download (on a connected box) every model a preset needs: make fetch-models conf=klee_garden
 	$(PY) -m flows.render film=$(conf) $(args) --fetch-models
 
+bench: ## benchmark engines, memory estimate, pipeline and export; appends to docs/benchmarks.md (CPU: under 10 min)
+	$(PY) -m bench.run $(args)
+.PHONY: bench
+
 doctor: ## check ffmpeg, GPU, free disk, the models a preset needs, Prefect: make doctor conf=klee_garden
 	$(PY) -m flows.render film=$(conf) $(args) --doctor
 

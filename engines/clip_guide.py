@@ -2,16 +2,16 @@
 
 Public API (stable; tensors are float32, images RGB in 0..1, shape [N, 3, H, W]):
 - `Guide(perceptors, cutn=32, cut_pow=1.0, augments=DEFAULT_AUGMENTS, generator=None,
-  path="fast", device="cpu", *, noise_fac=0.1, alternate=False)`: `perceptors` is a list of
-  (Perceptor, weight). `.set_prompts(prompts, image_prompts=(), noise_prompts=())` sets the
-  targets (text embeddings cached by text, so calling it every iteration is cheap);
-  `.prepare(texts, image_prompts, noise_prompts)` embeds targets ahead of a loop (no device
-  copies mid-loop); `.loss(image [1,3,H,W], iteration) -> (total, per_prompt)` (with
-  `alternate=True` only perceptor iteration % n is used, as the 001 paper alternates two CLIP
-  models); `.rng_state()` /
-  `.set_rng_state(state)` save and restore every random source (uint8 tensors).
-  `per_prompt` maps a key (the prompt text, `image:<path>`, `noise:<seed>`) to that prompt's
-  signed, weighted share of `total` (detached: read it only when you need it, it syncs on CUDA).
+  path="fast", device="cpu", *, noise_fac=0.1, alternate=False, compile_mode="none")`:
+  `perceptors` is a list of (Perceptor, weight). `.set_prompts(prompts, image_prompts=(),
+  noise_prompts=())` sets the targets (text embeddings cached by text, so calling it every
+  iteration is cheap); `.prepare(texts, image_prompts, noise_prompts)` embeds targets ahead of a
+  loop (no device copies mid-loop); `.loss(image [1,3,H,W], iteration) -> (total, per_prompt)`
+  (with `alternate=True` only perceptor iteration % n is used, as the 001 paper alternates two
+  CLIP models); `.rng_state()` / `.set_rng_state(state)` save and restore every random source
+  (uint8 tensors). `per_prompt` maps a key (the prompt text, `image:<path>`, `noise:<seed>`)
+  to that prompt's signed, weighted share of `total` (detached: read it only when you need it,
+  it syncs on CUDA).
 - `Cutouts(cut_size, cutn, cut_pow, augments, noise_fac)`: `(image, generator,
   device_generator) -> Tensor[cutn, 3, cut_size, cut_size]`.
 - `embed_texts(perceptor, texts)`, `embed_images(perceptor, images)`: raw CLIP embeddings
@@ -49,9 +49,17 @@ matrices with `torch.inverse` (a host synchronisation on CUDA). `rng_state()` ho
 so a resumed render continues the exact random sequence.
 
 Paths: "fast" encodes all cutouts in one batched perceptor call (channels_last input and bf16
-autocast on CUDA; on CPU fp32); "reference" encodes cutouts one at a time in fp32 with autocast
-off, like the classic notebooks. On CPU both give the same loss to float rounding (tested to a
-relative 1e-5).
+autocast on CUDA; on CPU fp32), optionally through `torch.compile` (`compile_mode`);
+"reference" encodes cutouts one at a time in fp32 with autocast off, like the classic notebooks.
+On CPU both give the same loss to float rounding (tested to a relative 1e-5).
+
+Memory probes (engines/memory.py): a Guide may live on the "meta" device (shapes, no data); its
+device generator is then a CPU one, and a perceptor whose weights are bf16 (memory's stand-in
+for CUDA autocast) gets its input cast to bf16.
+
+Shared speed helpers for the engines: `autocast(device, fast)` (bf16 autocast on CUDA for the
+fast path, else a no-op), `compiled(fn, mode)` (`torch.compile` of a plain function, built once
+per function and mode), `COMPILE_MODES`, `param_dtype(module)`.
 """
 
 from __future__ import annotations
@@ -68,6 +76,51 @@ AUGMENTS = ("flip", "affine", "perspective", "color_jitter", "resized_crop", "no
 DEFAULT_AUGMENTS = ("flip", "affine", "perspective", "color_jitter", "noise")
 PATHS = ("fast", "reference")
 GEOMETRIC = ("flip", "affine", "perspective", "resized_crop")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")  # torch.compile modes
+_COMPILED: dict[tuple[Any, str], Any] = {}
+
+
+def autocast(device: Any, fast: bool) -> Any:
+    """The precision context of a path: fast = bf16 autocast on CUDA and the caller's context
+    elsewhere (on this project's CPUs bf16 is emulated and hundreds of times slower than fp32);
+    reference = autocast off (fp32) wherever torch has autocast."""
+    import contextlib
+
+    import torch
+
+    kind = torch.device(device).type
+    if fast and kind == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if not fast and kind in ("cuda", "cpu"):
+        return torch.autocast(kind, enabled=False)
+    return contextlib.nullcontext()
+
+
+def compiled(fn: Any, mode: str) -> Any:
+    """`fn` (a plain function whose first argument is the module) through torch.compile with
+    `mode`, built once per (fn, mode); mode "none" returns `fn`. Modules are arguments, not
+    captured, so a cached compiled function never keeps a model alive."""
+    if mode == "none":
+        return fn
+    if mode not in COMPILE_MODES:
+        raise ConfigError("engine.compile", mode, ", ".join(COMPILE_MODES))
+    key = (fn, mode)
+    if key not in _COMPILED:
+        import torch
+
+        _COMPILED[key] = torch.compile(fn, mode=None if mode == "default" else mode)
+    return _COMPILED[key]
+
+
+def param_dtype(module: Any) -> Any:
+    """The dtype of a module's first parameter (float32 for a module without any)."""
+    import torch
+
+    return next((p.dtype for p in module.parameters()), torch.float32)
+
+
+def _encode_image(model: Any, x: Any) -> Any:
+    return model.encode_image(x)
 
 
 def check_augments(augments: Sequence[str], key: str = "augments") -> tuple[str, ...]:
@@ -332,7 +385,7 @@ class Guide:
     def __init__(self, perceptors: Sequence[tuple[Any, float]], cutn: int = 32,
                  cut_pow: float = 1.0, augments: Sequence[str] = DEFAULT_AUGMENTS,
                  generator: Any = None, path: str = "fast", device: Any = "cpu", *,
-                 noise_fac: float = 0.1, alternate: bool = False):
+                 noise_fac: float = 0.1, alternate: bool = False, compile_mode: str = "none"):
         import torch
 
         if not perceptors:
@@ -345,9 +398,11 @@ class Guide:
         self.cutouts = [Cutouts(p.image_size, cutn, cut_pow, augments, noise_fac)
                         for p, _ in self.entries]
         self.path, self.device, self.alternate = path, torch.device(device), alternate
+        self.encode_image = compiled(_encode_image, compile_mode if path == "fast" else "none")
         self.generator = generator
         seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
-        self.device_generator = torch.Generator(device=self.device).manual_seed(seed)
+        gen_device = "cpu" if self.device.type == "meta" else self.device
+        self.device_generator = torch.Generator(device=gen_device).manual_seed(seed)
         self._stats = [_norm_stats(p, self.device) for p, _ in self.entries]
         self._cache: dict[tuple[int, str, str], Any] = {}
         self._targets: list[list[tuple[str, Any, float, float]]] = [[] for _ in self.entries]
@@ -425,14 +480,15 @@ class Guide:
         mean, std = self._stats[pi]
         x = (batch - mean) / std
         if self.path == "reference":
-            with torch.autocast(self.device.type, enabled=False):
+            with autocast(self.device, False):
                 return torch.cat([perc.model.encode_image(x[i:i + 1]).float()
                                   for i in range(x.shape[0])])
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return perc.model.encode_image(x).float()
-        return perc.model.encode_image(x).float()
+        elif self.device.type == "meta":  # a memory probe: bf16 weights stand in for autocast
+            x = x.to(param_dtype(perc.model))
+        with autocast(self.device, True):
+            return self.encode_image(perc.model, x).float()
 
     def loss(self, image: Any, iteration: int) -> tuple[Any, dict[str, Any]]:
         """(total loss, {prompt key: its weighted share, detached}) for an image [1,3,H,W]."""

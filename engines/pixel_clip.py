@@ -44,8 +44,11 @@ it; both states are committed with every frame.
 Perceptors: with `alternate_perceptors` (the paper's code alternates ViT-B/32 and ViT-B/16)
 iteration i uses perceptor i % P only; otherwise the text loss is the mean over all P.
 Paths: "fast" encodes the augmentations in one batched call (channels_last and bf16 autocast on
-CUDA); "reference" encodes them one at a time in fp32. On CUDA nothing in the iteration loop
-waits for the GPU: losses are read when a frame is committed.
+CUDA; `compile` passes the perceptor through `torch.compile`); "reference" encodes them one at a
+time in fp32. On CUDA nothing in the iteration loop waits for the GPU: losses are read when a
+frame is committed. `auto_fit` lets tasks/generate_frames.py lower `n_augments` (via
+engines/memory.py) when the memory estimate does not fit the GPU; `probe` runs one iteration for
+that estimate.
 
 Resume: each commit saves the frame as float (`prev`), the iteration count and both generator
 states; a render resumed at frame k makes the same frames k, k+1, ... (byte-identical on CPU).
@@ -64,6 +67,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from engines.clip_guide import COMPILE_MODES
 from engines.errors import ConfigError
 
 NAME = "pixel_clip"
@@ -87,6 +91,8 @@ class Settings(BaseModel):
     perspective: float = Field(0.2, ge=0, lt=1)  # max keystone of the perspective warp (normalised)
     alternate_perceptors: bool = True  # iteration i uses perceptor i % P (the paper's code)
     path: Literal["fast", "reference"] = "fast"  # perceptor path (module doc)
+    compile: Literal[COMPILE_MODES] = "none"  # torch.compile mode of the perceptor (fast path)
+    auto_fit: bool = False  # on CUDA, fewer augmentations (engines/memory.py) when it would not fit
 
     @field_validator("crop_scale")
     @classmethod
@@ -183,10 +189,16 @@ def augment(image: Any, size: int, n: int, scale: tuple[float, float], perspecti
 
 
 # --------------------------------------------------------------------------- rendering
+def _encode_image(model: Any, x: Any) -> Any:
+    return model.encode_image(x)
+
+
 class _Run:
     def __init__(self, s: Settings, plan: Any, perceptors: list, sink: Any, device: Any,
                  progress: Callable[[dict], None] | None):
         import torch
+
+        from engines.clip_guide import compiled
 
         if not perceptors:
             raise ConfigError("clip", "[]", "at least one CLIP perceptor")
@@ -194,7 +206,9 @@ class _Run:
         self.progress, self.device = progress, torch.device(device)
         self.generator = torch.Generator().manual_seed(int(plan.seed))
         seed = int(torch.randint(0, 2 ** 62, (), generator=self.generator))
-        self.device_generator = torch.Generator(device=self.device).manual_seed(seed)
+        gen_device = "cpu" if self.device.type == "meta" else self.device  # meta: memory probe
+        self.device_generator = torch.Generator(device=gen_device).manual_seed(seed)
+        self.encode_image = compiled(_encode_image, s.compile if s.path == "fast" else "none")
         self.prompts = frame_prompts(plan, s.frames_per_prompt)
         self.w_c = stability_weight(s.temperature)
         self.sigma = noise_std(s.temperature, s.noise_scale)
@@ -235,17 +249,20 @@ class _Run:
     def _encode(self, pi: int, views: Any) -> Any:
         import torch
 
+        from engines.clip_guide import autocast, param_dtype
+
         perc = self.perceptors[pi]
         x = (views - perc.mean) / perc.std
         if self.s.path == "reference":
-            with torch.autocast(self.device.type, enabled=False):
+            with autocast(self.device, False):
                 return torch.cat([perc.model.encode_image(x[i:i + 1]).float()
                                   for i in range(x.shape[0])])
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                return perc.model.encode_image(x).float()
-        return perc.model.encode_image(x).float()
+        elif self.device.type == "meta":  # a memory probe: bf16 weights stand in for autocast
+            x = x.to(param_dtype(perc.model))
+        with autocast(self.device, True):
+            return self.encode_image(perc.model, x).float()
 
     def text_loss(self, frame: Any, targets: list) -> Any:
         """Paper Eq. 1 for this iteration's perceptor(s); a 0-dim tensor (0 with no targets)."""
@@ -345,6 +362,25 @@ class _Run:
         noise = torch.randn(base.shape, generator=self.device_generator, device=self.device,
                             dtype=base.dtype)
         return (base + noise * self.sigma).clamp(0.0, 1.0), base
+
+
+def probe(settings: Settings, width: int, height: int, *, perceptors: list, device: Any,
+          vqgan: Any = None) -> None:
+    """One iteration of a later frame (start frame, stability reference, loss, backward, Adam
+    step; one per perceptor when they alternate) at width x height, nothing committed: engines/memory.py runs it on meta copies of the
+    perceptors to measure an iteration's memory. `vqgan` is unused (same signature as
+    vqgan_clip.probe)."""
+    import torch
+
+    from engines.prompts import Prompt
+    from engines.shot import FramePlan, ShotPlan
+
+    plan = ShotPlan("probe", width, height, 1.0, 0, (FramePlan((Prompt("probe"),)),) * 2)
+    run = _Run(settings, plan, perceptors, None, device, None)
+    with torch.enable_grad():
+        start, reference = run.next_start(run.first(), plan.frames[1])
+        steps = len(perceptors) if settings.alternate_perceptors else 1  # each perceptor once
+        run.optimise(start, reference, run.frame_targets(plan.frames[1].prompts), steps)
 
 
 def render(settings: Settings, plan: Any, *, perceptors: list, sink: Any, device: Any,

@@ -46,6 +46,33 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+def render_shot(engine: Any, plan: Any, vqgan: Any, perceptors: list, sink: Any, device: str,
+                shot: str) -> str | None:
+    """Memory preflight (engines/memory.py: on CUDA, the estimate against the free memory, which
+    stops with the size and cutouts that would fit, or applies engine.auto_fit), then the
+    engine's render. A CUDA out-of-memory error mid-render becomes the same clear error. Returns
+    what auto_fit changed, or None."""
+    import torch
+
+    from engines import memory, pixel_clip, vqgan_clip
+
+    kw = {"perceptors": perceptors, "vqgan": vqgan, "device": device, "shot": shot}
+    settings, fitted = memory.preflight(engine.name, engine.settings, plan.width, plan.height,
+                                        **kw)
+    out_of_memory = False
+    try:
+        if engine.name == vqgan_clip.NAME:
+            vqgan_clip.render(settings, plan, vqgan=vqgan, perceptors=perceptors, sink=sink,
+                              device=device)
+        else:
+            pixel_clip.render(settings, plan, perceptors=perceptors, sink=sink, device=device)
+    except torch.cuda.OutOfMemoryError:
+        out_of_memory = True  # leave the handler first: its traceback holds the tensors
+    if out_of_memory:
+        raise memory.out_of_memory(engine.name, settings, plan.width, plan.height, **kw)
+    return fitted
+
+
 def write_table(records: list[dict[str, Any]], work: Path, stem: str) -> None:
     import pandas as pd
 
@@ -83,23 +110,16 @@ def generate_frames(*, shot: Any, engine: Any, width: int, height: int, fps: flo
         if done:
             log.info("%s: resuming at frame %d of %d", shot.name, done + 1, plan.n_frames)
         perceptors = [perceptor.load_clip(c, runtime.models_dir, device) for c in clips]
-        if engine.name == "vqgan_clip":
-            from engines import vqgan_clip
-
-            model = weights.load_vqgan(vqgan, runtime.models_dir, device)
-            vqgan_clip.render(engine.settings, plan, vqgan=model, perceptors=perceptors,
-                              sink=sink, device=device)
-        else:
-            from engines import pixel_clip
-
-            pixel_clip.render(engine.settings, plan, perceptors=perceptors, sink=sink,
-                              device=device)
+        model = (weights.load_vqgan(vqgan, runtime.models_dir, device)
+                 if engine.name == "vqgan_clip" else None)
+        fitted = render_shot(engine, plan, model, perceptors, sink, device, shot.name)
         done, _ = DirectorySink(work).resume()
         if done != plan.n_frames:
             raise RuntimeError(f"{shot.name}: engine committed {done} of {plan.n_frames} frames")
         write_table(sink.records, work, "frames")
         return {"shot": shot.name, "n_frames": plan.n_frames, "fps": fps, "width": width,
                 "height": height, "engine": engine.name,
-                "render_seconds": round(time.perf_counter() - started, 3)}
+                "render_seconds": round(time.perf_counter() - started, 3),
+                **({"memory_fit": fitted} if fitted else {})}
 
     return run_cached(NAME, code_version, locals(), build, resumable=True)

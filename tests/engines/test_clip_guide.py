@@ -238,3 +238,29 @@ def test_noise_prompts_are_deterministic(clip):
 def test_guide_rejects_a_bad_path(clip):
     with pytest.raises(ConfigError, match="path"):
         Guide([(clip, 1.0)], generator=gen(), path="turbo")
+
+
+def test_guide_runs_on_meta_copies_for_memory_probes(clip):
+    from engines import memory, pixel_clip
+
+    meta = memory.Prober("pixel_clip", pixel_clip.Settings(), perceptors=[clip],
+                         device="cpu").perceptors[0]
+    g = Guide([(meta, 1.0)], cutn=4, generator=gen(0), device="meta")
+    g.set_prompts([Prompt("a red flower")])
+    total, _ = g.loss(torch.empty(1, 3, 48, 80, device="meta", requires_grad=True), 0)
+    assert total.device.type == "meta" and g.device_generator.device.type == "cpu"
+
+
+def test_compiled_and_autocast_helpers():
+    from engines.clip_guide import autocast, compiled
+
+    def fn(module, x):
+        return x
+
+    assert compiled(fn, "none") is fn
+    with pytest.raises(ConfigError, match="engine.compile"):
+        compiled(fn, "turbo")
+    with autocast("cpu", False):
+        assert not torch.is_autocast_enabled("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16), autocast("cpu", True):
+        assert torch.is_autocast_enabled("cpu")  # fast on a CPU keeps the caller's context

@@ -222,3 +222,35 @@ def test_iteration_loop_never_waits_for_the_gpu(tmp_path):
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert frame.shape == (1, 3, 180, 320) and float(text) > 0
+
+
+def test_compile_setting_passes_the_perceptor_through_torch_compile(clip, monkeypatch):
+    from engines import clip_guide
+
+    compiled = []
+
+    def fake_compile(fn, mode=None):
+        compiled.append((fn.__name__, mode))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(clip_guide, "_COMPILED", {})
+    render(clip, plan(n=1), compile="reduce-overhead")
+    assert compiled == [("_encode_image", "reduce-overhead")]
+    compiled.clear()
+    render(clip, plan(n=1), compile="reduce-overhead", path="reference")
+    assert compiled == []
+    assert (P.Settings().compile, P.Settings().auto_fit) == ("none", False)
+
+
+def test_probe_runs_one_iteration_per_perceptor_on_meta_copies(clip, monkeypatch):
+    from engines import memory
+
+    pr = memory.Prober("pixel_clip", P.Settings(), perceptors=[clip, clip], device="cpu")
+    used = []
+    real = P._Run._encode
+    monkeypatch.setattr(P._Run, "_encode", lambda self, pi, v: used.append(pi) or real(
+        self, pi, v))
+    with memory.live_bytes() as m:
+        P.probe(P.Settings(), 96, 64, perceptors=pr.perceptors, device="meta")
+    assert used == [0, 1] and m.peak > 0

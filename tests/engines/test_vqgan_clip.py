@@ -320,3 +320,95 @@ def test_resume_through_the_directory_sink(models, tmp_path):
     for i in range(3):
         name = f"frames/{i:06d}.png"
         assert (tmp_path / "full" / name).read_bytes() == (tmp_path / "cut" / name).read_bytes()
+
+
+# ------------------------------------------------------------------------ speed and memory
+FAST_REF_LEVELS = 2  # fast vs reference on CPU: pixel values (0..255) may differ by this much
+FAST_REF_SHARE = 0.99  # ... on at least this share of the pixels (float rounding; a latent
+# near a codebook boundary can snap to another code and change a 16x16 patch)
+FAST_REF_LOSS_RTOL = 1e-4
+
+
+def test_fast_and_reference_paths_agree(models):
+    """Fast (batched cutouts, channels_last decoder) and reference (one cutout at a time,
+    contiguous fp32) render the same frames within the stated tolerance on CPU."""
+    p = plan(3, width=96, height=64)
+    fast = render(models, settings(images_interval=3, path="fast"), p)
+    ref = render(models, settings(images_interval=3, path="reference"), p)
+    for i in range(3):
+        diff = np.abs(fast.frames[i].astype(int) - ref.frames[i].astype(int))
+        assert (diff <= FAST_REF_LEVELS).mean() >= FAST_REF_SHARE, f"frame {i}"
+        assert fast.records[i]["loss"] == pytest.approx(ref.records[i]["loss"],
+                                                        rel=FAST_REF_LOSS_RTOL)
+    assert len({fast.frames[i].tobytes() for i in range(3)}) == 3  # the frames do change
+
+
+def test_decoder_checkpointing_gives_the_same_values_and_frames(models):
+    vq = models["f16"]
+    quant = torch.randn(1, 32, 4, 6, requires_grad=True)
+    out = V._decode(vq, quant)
+    out.square().sum().backward()
+    grad, quant.grad = quant.grad, None
+    with torch.enable_grad():
+        ck = V._decode_checkpointed(vq, quant)
+        ck.square().sum().backward()
+    assert torch.equal(out, ck) and torch.equal(grad, quant.grad)
+    p = plan(2, width=96, height=64)
+    plain = render(models, settings(), p)
+    checkpointed = render(models, settings(decoder_checkpointing=True), p)
+    for i in range(2):
+        assert np.array_equal(plain.frames[i], checkpointed.frames[i])
+
+
+def test_canvas_scale_optimises_a_smaller_canvas_and_commits_the_plan_size(models, monkeypatch):
+    assert V.canvas(640, 360, 16) == (640, 368)
+    assert V.canvas(640, 360, 16, 0.5) == (320, 192)
+    seen = []
+    real = V._Run.step
+
+    def step(self, z, *a):
+        seen.append(tuple(z.shape[-2:]))
+        return real(self, z, *a)
+
+    monkeypatch.setattr(V._Run, "step", step)
+    sink = render(models, settings(canvas_scale=0.5), plan(2, width=128, height=96))
+    assert set(seen) == {(3, 4)}  # 64x48 canvas = 4x3 latent positions
+    assert all(f.shape == (96, 128, 3) for f in sink.frames.values())
+
+
+def test_compile_setting_passes_decoder_and_perceptor_through_torch_compile(models, monkeypatch):
+    from engines import clip_guide
+
+    compiled = []
+
+    def fake_compile(fn, mode=None):
+        compiled.append((fn.__name__, mode))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(clip_guide, "_COMPILED", {})
+    render(models, settings(compile="max-autotune"), plan(1))
+    assert sorted(compiled) == [("_decode", "max-autotune"), ("_encode_image", "max-autotune")]
+    compiled.clear()
+    render(models, settings(compile="max-autotune", path="reference"), plan(1))
+    assert compiled == []  # the reference path is always eager
+    with pytest.raises(ValidationError):
+        V.Settings(compile="fast")
+
+
+def test_new_settings_defaults():
+    s = V.Settings()
+    assert (s.decoder_checkpointing, s.compile, s.canvas_scale, s.auto_fit) == (
+        False, "none", 1.0, False)
+    with pytest.raises(ValidationError):
+        V.Settings(canvas_scale=1.5)
+
+
+def test_probe_runs_one_iteration_on_meta_copies(models):
+    from engines import memory
+
+    pr = memory.Prober("vqgan_clip", settings(), perceptors=[models["clip"]], vqgan=models["f16"],
+                       device="cpu")
+    with memory.live_bytes() as m:
+        V.probe(settings(), 96, 64, vqgan=pr.vqgan, perceptors=pr.perceptors, device="meta")
+    assert m.peak > 0 and m.live < m.peak

@@ -1,0 +1,371 @@
+"""Memory that fits: estimate a render's peak memory before it starts, and fit a shot to a GPU.
+
+How the estimate works: the engine's own `probe` (one iteration of a one-frame shot: start
+latent or frame, loss, backward, optimiser step; `vqgan_clip.probe`, `pixel_clip.probe`) runs on
+*meta* copies of the loaded models (shapes only: no data, no arithmetic, no allocation) under a
+dispatch mode that adds the bytes of every tensor storage an operation creates and subtracts them
+when the storage is freed. Its high-water mark is the iteration's working memory, so the estimate
+follows the real code, whatever the architecture (VQGAN layout, CLIP model), size, cutouts and
+number of perceptors. Weights (parameters and buffers of the models) are counted apart.
+
+For a CUDA fast path (bf16 autocast) the probe runs on bf16 copies of the VQGAN decoder and the
+perceptors (autocast's activations) and adds a bf16 copy of their weights (the casts autograd
+keeps for the backward pass). Checked on this project's CPU against the growth of the resident
+set (docs/benchmarks.md, tests/engines/test_memory.py); the CUDA figures are not yet checked on a
+GPU. cuDNN workspaces and allocator fragmentation are not modelled: `fits` keeps a margin
+(HEADROOM, RESERVE_BYTES).
+
+API (sizes are output pixels; memory in bytes):
+- `estimate(engine, settings, width, height, *, perceptors, vqgan=None, device) -> Estimate`
+  (`.weights`, `.working`, `.total`).
+- `free_memory(device) -> int | None`: free bytes on a CUDA device, None elsewhere (no preflight
+  on a CPU: the operating system pages instead of failing).
+- `preflight(engine, settings, width, height, *, perceptors, vqgan, device, shot)
+  -> (settings, note)`: unchanged settings when the iteration fits the free memory; with
+  `settings.auto_fit` the fitted settings and a note saying what changed; otherwise
+  `DeviceMemoryError` naming the largest size and cutouts that would fit.
+- `fit(...)`, `suggestions(...)`: the two halves of that.
+- `out_of_memory(engine, settings, width, height, *, ..., shot)`: the `DeviceMemoryError` that
+  replaces a `torch.cuda.OutOfMemoryError` raised mid-render (same suggestions).
+- `live_bytes()`, `meta_clone(module)`: the tracer and the model copier (benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from engines.errors import PromptreelError
+
+log = logging.getLogger("promptreel")
+
+HEADROOM = 1.10  # the estimate times this must fit (allocator rounding, fragmentation)
+RESERVE_BYTES = 512 * 2 ** 20  # and this much must stay free (cuDNN workspaces, CUDA graphs)
+MIN_CUTN = 8  # auto_fit never lowers vqgan_clip's cutn below this (fewer: a noisy loss)
+GIB = 2 ** 30
+UNITS = {"vqgan_clip": ("cutn", "cutouts"), "pixel_clip": ("n_augments", "augmentations")}
+
+
+class DeviceMemoryError(PromptreelError):
+    """A shot does not fit the device's memory; the message says what would."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes: `weights` = the models' parameters and buffers; `working` = one iteration's peak
+    on top of them (activations, gradients, optimiser state, temporaries)."""
+
+    weights: int
+    working: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.working
+
+
+# ------------------------------------------------------------------------------ tracing
+@lru_cache(maxsize=1)
+def _live_bytes_class() -> type:
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):
+        """Counts the bytes of tensor storages created inside it (`live`) and their
+        high-water mark (`peak`); storages that existed before (weights, inputs) and views of
+        them are not counted."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.live = self.peak = 0
+            self._refs: dict[int, Any] = {}
+
+        def _free(self, key: int, size: int) -> None:
+            self.live -= size
+            self._refs.pop(key, None)
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                               kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            old = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs))[0]
+                   if isinstance(t, torch.Tensor)}
+            for t in tree_flatten(out)[0]:
+                if not isinstance(t, torch.Tensor):
+                    continue
+                st = t.untyped_storage()  # one Python object per storage while it lives
+                key = id(st)
+                if key in old or key in self._refs:
+                    continue
+                size = st.nbytes()
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                self._refs[key] = weakref.ref(st, lambda _r, k=key, n=size: self._free(k, n))
+            return out
+
+    return LiveBytes
+
+
+@contextlib.contextmanager
+def fused_attention() -> Iterator[None]:
+    """While probing: `F.scaled_dot_product_attention` on meta tensors becomes the fused (flash)
+    kernel that CPUs and GPUs run, which keeps no attention matrix for the backward pass; left
+    alone, meta would take the math path and count one per layer. Other tensors are untouched.
+    (A patch of torch.nn.functional's attribute: the function is composite, so no dispatch mode
+    sees it, and a function mode would not see it inside nn.MultiheadAttention.)"""
+    import torch
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def sdpa(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float = 0.0,
+             is_causal: bool = False, scale: Any = None, enable_gqa: bool = False) -> Any:
+        if q.device.type != "meta" or enable_gqa:
+            return original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                            is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+def live_bytes() -> Any:
+    """A context manager (a torch dispatch mode) with `.live` and `.peak` bytes of the tensor
+    storages created inside it; works on any device, and on "meta" nothing is allocated."""
+    return _live_bytes_class()()
+
+
+def meta_clone(module: Any, dtype: Any = None) -> Any:
+    """A copy of `module` whose parameters and buffers are meta tensors (floating ones cast to
+    `dtype` when given); costs no memory, whatever the model's size."""
+    import torch
+
+    memo: dict[int, Any] = {}
+    for t in [*module.parameters(), *module.buffers()]:
+        cast = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        m = torch.empty(t.shape, dtype=cast, device="meta")
+        memo[id(t)] = (torch.nn.Parameter(m, requires_grad=t.requires_grad)
+                       if isinstance(t, torch.nn.Parameter) else m)
+    return copy.deepcopy(module, memo)
+
+
+def nbytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+
+
+def _engine(name: str) -> Any:
+    from engines import pixel_clip, vqgan_clip
+
+    return {vqgan_clip.NAME: vqgan_clip, pixel_clip.NAME: pixel_clip}[name]
+
+
+class Prober:
+    """Meta copies of one shot's models, built once; `working(settings, w, h)` runs the engine's
+    probe on them (memoised: the fit searches call it repeatedly)."""
+
+    def __init__(self, engine: str, settings: Any, *, perceptors: list, vqgan: Any = None,
+                 device: Any = "cuda"):
+        import torch
+
+        self.engine, self.module = engine, _engine(engine)
+        self.device = torch.device(device)
+        bf16 = self.device.type == "cuda" and settings.path == "fast"
+        dtype = torch.bfloat16 if bf16 else None
+        self.perceptors = [dataclasses.replace(
+            p, model=meta_clone(p.model, dtype), mean=p.mean.to("meta"), std=p.std.to("meta"))
+            for p in perceptors]
+        self.vqgan = None
+        self.weights = sum(nbytes(p.model) for p in perceptors)
+        cast = sum(nbytes(p.model.visual) // 2 for p in perceptors) if bf16 else 0
+        if vqgan is not None and engine == "vqgan_clip":
+            from engines.vqgan_clip import prepare_model
+
+            self.vqgan = prepare_model(meta_clone(vqgan), settings)  # not part of an iteration
+            if bf16:
+                self.vqgan.decoder.to(torch.bfloat16)
+                self.vqgan.post_quant_conv.to(torch.bfloat16)
+                cast += (nbytes(vqgan.decoder) + nbytes(vqgan.post_quant_conv)) // 2
+            self.weights += nbytes(vqgan)
+        self.cast = cast  # bf16 weight copies autograd keeps under autocast
+        self._memo: dict[tuple, int] = {}
+
+    def working(self, settings: Any, width: int, height: int) -> int:
+        """Peak bytes of one iteration on top of the weights."""
+        key = (settings.model_dump_json(), width, height)
+        if key not in self._memo:
+            mode = live_bytes()
+            with fused_attention(), mode:
+                self.module.probe(settings, width, height, vqgan=self.vqgan,
+                                  perceptors=self.perceptors, device="meta")
+            self._memo[key] = mode.peak + self.cast
+        return self._memo[key]
+
+
+def estimate(engine: str, settings: Any, width: int, height: int, *, perceptors: list,
+             vqgan: Any = None, device: Any = "cuda") -> Estimate:
+    """Peak memory of rendering width x height with these settings and models on `device`."""
+    prober = Prober(engine, settings, perceptors=perceptors, vqgan=vqgan, device=device)
+    return Estimate(prober.weights, prober.working(settings, width, height))
+
+
+# ------------------------------------------------------------------------------ fitting
+def free_memory(device: Any) -> int | None:
+    """Free bytes on a CUDA device (after releasing PyTorch's cached blocks); None elsewhere."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    free, _total = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def fits(working: int, free: int) -> bool:
+    """Whether an iteration needing `working` bytes fits in `free` bytes, with the margins."""
+    return working * HEADROOM + RESERVE_BYTES <= free
+
+
+def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
+    """The largest x in [lo, hi] with ok(x), for ok true up to some point; None if ok(lo) fails."""
+    if hi < lo or not ok(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
+
+
+def _scaled(width: int, height: int, units: int, step: int) -> tuple[int, int]:
+    """The size `units * step` pixels wide with the aspect of width x height (height even)."""
+    w = units * step
+    return w, max(2, round(w * height / width / 2) * 2)
+
+
+def suggestions(prober: Prober, settings: Any, width: int, height: int, free: int) -> dict:
+    """What would fit in `free` bytes: {"size": (w, h) at the same cutouts or None,
+    "count": the most cutouts (augmentations) at this size or None,
+    "checkpointing": bytes needed with decoder_checkpointing (vqgan_clip, when it is off)}."""
+    field, _ = UNITS[prober.engine]
+    step = 16
+    size_units = _largest(1, max(1, width // step), lambda u: fits(
+        prober.working(settings, *_scaled(width, height, u, step)), free))
+    count = _largest(1, getattr(settings, field) - 1, lambda n: fits(
+        prober.working(settings.model_copy(update={field: n}), width, height), free))
+    out: dict[str, Any] = {"size": _scaled(width, height, size_units, step)
+                           if size_units else None, "count": count}
+    if prober.engine == "vqgan_clip" and not settings.decoder_checkpointing:
+        out["checkpointing"] = prober.working(
+            settings.model_copy(update={"decoder_checkpointing": True}), width, height)
+    return out
+
+
+def fit(prober: Prober, settings: Any, width: int, height: int, free: int) -> tuple[Any, str]:
+    """Settings lowered until an iteration fits in `free` bytes, and what changed.
+    vqgan_clip: decoder_checkpointing; then the most cutouts (not below MIN_CUTN) that fit, if
+    any do; else the largest canvas_scale that fits (at large sizes the checkpointed decoder's
+    recomputation sets the peak, and fewer cutouts would not help). pixel_clip: the most
+    n_augments that fit. Raises DeviceMemoryError when nothing fits."""
+    s, changes = settings, []
+
+    def ok(candidate: Any) -> bool:
+        return fits(prober.working(candidate, width, height), free)
+
+    if prober.engine == "vqgan_clip":
+        if not s.decoder_checkpointing:
+            s = s.model_copy(update={"decoder_checkpointing": True})
+            changes.append("decoder_checkpointing=true")
+        if not ok(s) and s.cutn > MIN_CUTN:  # fewer cutouts, if that alone makes it fit
+            n = _largest(MIN_CUTN, s.cutn - 1, lambda c: ok(s.model_copy(update={"cutn": c})))
+            if n is not None:
+                s = s.model_copy(update={"cutn": n})
+                changes.append(f"cutn={n}")
+        if not ok(s):  # a smaller canvas (with checkpointing the decoder sets the peak)
+            units = round(width * s.canvas_scale) // 16
+            u = _largest(1, units - 1, lambda k: ok(s.model_copy(
+                update={"canvas_scale": k * 16 / width})))
+            if u is not None:
+                s = s.model_copy(update={"canvas_scale": u * 16 / width})
+                changes.append(f"canvas_scale={s.canvas_scale:.3f}")
+    elif not ok(s):
+        n = _largest(1, s.n_augments - 1, lambda c: ok(s.model_copy(update={"n_augments": c})))
+        if n is not None:
+            s = s.model_copy(update={"n_augments": n})
+            changes.append(f"n_augments={n}")
+    need = prober.working(s, width, height)
+    if not fits(need, free):
+        raise DeviceMemoryError(
+            f"{prober.engine} at {width}x{height} does not fit even after auto_fit "
+            f"({', '.join(changes) or 'nothing left to lower'}): it needs about "
+            f"{need / GIB:.1f} GiB, {free / GIB:.1f} GiB free; use a smaller resolution")
+    return s, ", ".join(changes)
+
+
+def _message(prober: Prober, settings: Any, width: int, height: int, free: int, need: int,
+             shot: str, device: Any, what: str) -> str:
+    field, noun = UNITS[prober.engine]
+    count = getattr(settings, field)
+    tips = suggestions(prober, settings, width, height, free)
+    lines = [f"shot {shot!r}: {prober.engine} at {width}x{height} with {count} {noun} {what} "
+             f"about {need / GIB:.1f} GiB of {device} memory per iteration on top of the "
+             f"models, and {free / GIB:.1f} GiB is free (with a {HEADROOM:.0%} margin and "
+             f"{RESERVE_BYTES // 2 ** 20} MiB reserve)."]
+    fitting = []
+    if tips["size"]:
+        w, h = tips["size"]
+        fitting.append(f"resolution {w}x{h} at {count} {noun}")
+    if tips["count"]:
+        fitting.append(f"{width}x{height} at engine.{field}={tips['count']}")
+    lines.append("  what fits: " + (" or ".join(fitting) if fitting else "nothing at this "
+                                    "size; a smaller resolution or a larger GPU"))
+    if "checkpointing" in tips:
+        ck = tips["checkpointing"]
+        lines.append(f"  engine.decoder_checkpointing=true needs about {ck / GIB:.1f} GiB"
+                     f" ({'fits' if fits(ck, free) else 'still too much'})")
+    lines.append("  or set engine.auto_fit=true to lower the settings automatically")
+    return "\n".join(lines)
+
+
+def preflight(engine: str, settings: Any, width: int, height: int, *, perceptors: list,
+              vqgan: Any = None, device: Any, shot: str) -> tuple[Any, str | None]:
+    """(settings to render with, a note of what auto_fit changed or None); raises
+    DeviceMemoryError when the shot would not fit and auto_fit is off. Only on CUDA."""
+    free = free_memory(device)
+    if free is None:
+        return settings, None
+    prober = Prober(engine, settings, perceptors=perceptors, vqgan=vqgan, device=device)
+    need = prober.working(settings, width, height)
+    log.info("%s: memory estimate %.2f GiB per iteration (+ %.2f GiB of models), %.2f GiB free",
+             shot, need / GIB, prober.weights / GIB, free / GIB)
+    if fits(need, free):
+        return settings, None
+    if settings.auto_fit:
+        fitted, note = fit(prober, settings, width, height, free)
+        log.warning("%s: auto_fit to %.2f GiB free: %s", shot, free / GIB, note)
+        return fitted, note
+    raise DeviceMemoryError(_message(prober, settings, width, height, free, need, shot, device,
+                                     "needs"))
+
+
+def out_of_memory(engine: str, settings: Any, width: int, height: int, *, perceptors: list,
+                  vqgan: Any = None, device: Any, shot: str) -> DeviceMemoryError:
+    """The error that replaces a torch.cuda.OutOfMemoryError raised while rendering."""
+    free = free_memory(device)
+    prober = Prober(engine, settings, perceptors=perceptors, vqgan=vqgan, device=device)
+    need = prober.working(settings, width, height)
+    if free is None:
+        return DeviceMemoryError(f"shot {shot!r}: {device} ran out of memory at {width}x{height}"
+                                 f" (estimate {need / GIB:.1f} GiB per iteration)")
+    return DeviceMemoryError("ran out of memory. " + _message(
+        prober, settings, width, height, free, need, shot, device, "needed"))
