@@ -13,6 +13,39 @@ from typing import Any
 from engines.errors import ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+CONF = Path(__file__).resolve().parent.parent / "conf"
+# Substrings that make an override able to run code, read the environment or change what Hydra
+# runs: instantiation targets, interpolations (${oc.env:...} among them) and callbacks.
+FORBIDDEN_OVERRIDES = ("_target_", "${", "hydra.callbacks", "hydra/callbacks")
+
+
+def project_launchers() -> list[str]:
+    """The Hydra launcher configs this project ships (conf/hydra/launcher/<name>.yaml)."""
+    return sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml"))
+
+
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse command-line overrides that could run code or read the environment.
+
+    A launcher may be swapped only for one of the project's own (`hydra/launcher=slurm`); its
+    keys (`hydra.launcher.partition=gpu`) are plain values, checked like any other override.
+    """
+    from engines.errors import PromptreelError
+
+    for item in overrides:
+        for bad in FORBIDDEN_OVERRIDES:
+            if bad in item:
+                raise PromptreelError(
+                    f"override {item!r} refused: {bad!r} is not accepted on the command line "
+                    "(promptreel chooses engines by name, never by _target_, and does not "
+                    "interpolate the environment)")
+        name = item.lstrip("+~").split("=", 1)
+        if name[0] in ("hydra/launcher", "hydra.launcher") and len(name) == 2:
+            if name[0] == "hydra.launcher" or name[1] not in project_launchers():
+                raise PromptreelError(
+                    f"override {item!r} refused: launchers are chosen by name from the project's "
+                    f"own configs: hydra/launcher={'|'.join(project_launchers())} "
+                    "(conf/hydra/launcher/)")
 
 
 def check_image_file(path: str, key: str) -> None:

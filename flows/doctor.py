@@ -64,7 +64,7 @@ def check_models(cfg: Any) -> list[tuple[bool, str]]:
             continue
         problems = weights.preflight([entry], cfg.runtime.models_dir)
         out.append((not problems, f"model {entry.name}: " + ("present" if not problems else
-                    "; ".join(problems) + f" (fetch with `make fetch-models`)")))
+                    "; ".join(problems) + " (fetch with `make fetch-models`)")))
     return out
 
 

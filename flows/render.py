@@ -28,10 +28,10 @@ for _k, _v in {
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
-
 from prefect import flow  # noqa: E402
 
 from engines.errors import PromptreelError  # noqa: E402
+from flows.checks import check_overrides  # noqa: E402
 from flows.post_production import post_production  # noqa: E402
 from flows.pre_production import model_entries, pre_production  # noqa: E402
 from flows.production import production  # noqa: E402
@@ -44,28 +44,13 @@ for _flag in ("--show", "--fetch-models", "--doctor"):
     while _flag in sys.argv:
         sys.argv.remove(_flag)
 
-FORBIDDEN_OVERRIDES = ("_target_", "${", "hydra/launcher=", "hydra.launcher", "hydra.callbacks",
-                       "hydra/callbacks")
-
-
-def check_overrides(overrides: list[str]) -> None:
-    """Refuse command-line overrides that could run code or read the environment."""
-    for item in overrides:
-        for bad in FORBIDDEN_OVERRIDES:
-            if bad in item:
-                raise PromptreelError(
-                    f"override {item!r} refused: {bad!r} is not accepted on the command line "
-                    "(promptreel chooses engines by name, never by _target_, and does not "
-                    "interpolate the environment); launchers are chosen with launcher=<name>")
-
-
 def to_config(dcfg: DictConfig):
     from hydra.core.hydra_config import HydraConfig
 
     from flows.config import build_config
 
     hc = HydraConfig.get()
-    check_overrides(list(hc.overrides.task))
+    check_overrides(list(hc.overrides.task) + list(hc.overrides.hydra))
     raw = OmegaConf.to_container(dcfg, resolve=True)
     runtime = raw.pop("runtime")
     runtime["run_dir"] = str(Path(hc.runtime.output_dir).resolve())

@@ -229,7 +229,7 @@ def queue(overrides: list[str], *, deployment: str = "render", at: datetime | No
     """Add a render to the deployment's queue; return the flow run (not waiting for it)."""
     from prefect.deployments import run_deployment
 
-    from flows.render import check_overrides
+    from flows.checks import check_overrides
 
     check_overrides(list(overrides))
     api_url()
