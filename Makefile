@@ -5,6 +5,11 @@ PIP   := $(CURDIR)/.venv/bin/pip
 conf  ?= klee_garden
 args  ?=
 sweep ?= seeds
+schedule ?= default
+pool  ?= promptreel-gpu
+concurrency ?=
+port  ?= 4200
+API   := $(or $(PREFECT_API_URL),http://127.0.0.1:$(port)/api)
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
@@ -45,7 +50,25 @@ bench: ## benchmark engines, memory estimate, pipeline and export; appends to do
 	$(PY) -m bench.run $(args)
 .PHONY: bench
 
+sweep: ## Hydra multirun of a sweep preset: make sweep conf=klee_garden sweep=seeds|resolutions [args="seed=1,2"]
+	$(PY) -m flows.render film=$(conf) +sweep=$(sweep) $(args)
+
+server: ## Prefect server + UI on http://127.0.0.1:4200 (loopback; state in .prefect/; port=N to change)
+	$(CURDIR)/.venv/bin/prefect server start --host 127.0.0.1 --port $(port)
+
+serve: ## register the scheduled `render` deployment and run its renders here, one at a time
+	PREFECT_API_URL=$(API) $(PY) -m flows.serve serve --schedule $(schedule) $(args)
+
+queue: ## add a render to the queue: make queue conf=klee_garden args="seed=2"
+	PREFECT_API_URL=$(API) $(PY) -m flows.serve queue film=$(conf) $(args)
+
+deploy: ## several boxes: register the deployment on a process work pool: make deploy pool=promptreel-gpu concurrency=3
+	PREFECT_API_URL=$(API) $(PY) -m flows.serve deploy --schedule $(schedule) --pool $(pool) $(if $(concurrency),--concurrency $(concurrency))
+
+worker: ## several boxes: one worker per GPU box on the pool, one render at a time
+	PREFECT_API_URL=$(API) $(CURDIR)/.venv/bin/prefect worker start --pool $(pool) --type process --limit 1
+
 doctor: ## check ffmpeg, GPU, free disk, the models a preset needs, Prefect: make doctor conf=klee_garden
 	$(PY) -m flows.render film=$(conf) $(args) --doctor
 
-.PHONY: help setup test render show smoke fetch-models doctor
+.PHONY: help setup test render show smoke fetch-models doctor sweep server serve queue deploy worker

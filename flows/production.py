@@ -46,17 +46,53 @@ def input_hash(cfg: Any) -> str | None:
     return sha256_file(Path(path))
 
 
+def shot_params(cfg: Any, i: int) -> dict[str, Any]:
+    """The parameters of shot i's generate_frames call (also what its artefact key hashes)."""
+    shot = cfg.film.shots[i]
+    engine = cfg.shot_engine(shot)
+    return {"shot": shot, "engine": engine, "width": cfg.resolution.width,
+            "height": cfg.resolution.height, "fps": cfg.film.fps, "seed": cfg.shot_seed(i),
+            "index": i, "vqgan": cfg.vqgan if engine.name == "vqgan_clip" else None,
+            "clips": (cfg.clip, *cfg.extra_clip), "runtime": cfg.runtime}
+
+
+def busy_elsewhere(params: dict[str, Any]) -> bool:
+    """True while another process (or box, on a shared cache) holds this shot's build lock."""
+    from filelock import Timeout
+
+    from tasks import generate_frames as gf
+    from tasks.artefacts import Store
+    from tasks.cache import key_for
+
+    store = Store(params["runtime"].cache_dir)
+    key = key_for(gf.NAME, gf.code_version, params)
+    if store.load(gf.NAME, key) is not None:
+        return False
+    lock = store.lock(gf.NAME, key)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def shot_order(cfg: Any) -> list[int]:
+    """Shots in film order, except that shots another process is rendering go last: renders of
+    one film on several boxes then work on different shots instead of waiting on one lock."""
+    first, last = [], []
+    for i in range(len(cfg.film.shots)):
+        (last if busy_elsewhere(shot_params(cfg, i)) else first).append(i)
+    return first + last
+
+
 @flow(name="production")
 def production(cfg: Any, timeline: Artefact) -> tuple[list[Artefact], Artefact | None]:
-    shots = []
-    for i, shot in enumerate(cfg.film.shots):
-        engine = cfg.shot_engine(shot)
-        frames = generate_frames(
-            shot=shot, engine=engine, width=cfg.resolution.width, height=cfg.resolution.height,
-            fps=cfg.film.fps, seed=cfg.shot_seed(i), index=i,
-            vqgan=cfg.vqgan if engine.name == "vqgan_clip" else None,
-            clips=(cfg.clip, *cfg.extra_clip), runtime=cfg.runtime)
-        shots.append(extract_frames(frames=frames, contact_columns=8, runtime=cfg.runtime))
+    done: dict[int, Artefact] = {}
+    for i in shot_order(cfg):
+        frames = generate_frames(**shot_params(cfg, i))
+        done[i] = extract_frames(frames=frames, contact_columns=8, runtime=cfg.runtime)
+    shots = [done[i] for i in range(len(cfg.film.shots))]
     soundtrack = None
     if cfg.soundtrack.source != "none":
         soundtrack = compose_soundtrack(

@@ -139,7 +139,40 @@ def render_film(cfg) -> dict:
         "tasks": list(LEDGER),
     }
     write_json(run_dir / "run.json", record)
+    try:  # the video is already safe; a report problem is logged, never fails the render
+        from flows.report import run_report
+
+        record["report"] = str(run_report(cfg, record))
+    except Exception as exc:  # noqa: BLE001
+        log.warning("run report of %s not written: %s: %s", run_dir, type(exc).__name__, exc)
     return record
+
+
+def render_overrides(overrides: list[str], run_dir_of=None) -> dict:
+    """Compose the config from command-line style overrides and run the parent flow; the render
+    log goes to `<run dir>/render.log`. `run_dir_of(film name)` picks the run dir. Used by queued
+    renders (flows/serve.py)."""
+    cfg = compose_config(list(overrides))
+    if run_dir_of is not None:
+        run_dir = Path(run_dir_of(cfg.film.name))
+        cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"run_dir": run_dir})})
+    run_dir = Path(cfg.runtime.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(run_dir / "render.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    try:
+        return render_film(cfg)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -166,6 +199,13 @@ def main(dcfg: DictConfig) -> None:
         log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))
     except PromptreelError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if in_multirun():  # a failed job must not stop the sweep: record it, go on to the next
+            from hydra.core.hydra_config import HydraConfig
+
+            from flows.sweep import record_failure
+
+            record_failure(Path(HydraConfig.get().runtime.output_dir), exc)
+            return
         sys.exit(2)
 
 

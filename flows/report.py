@@ -197,7 +197,7 @@ def job_row(job: Path) -> dict[str, Any]:
 
     path = job / ".hydra" / "overrides.yaml"
     overrides = (yaml.safe_load(path.read_text()) or []) if path.exists() else []
-    row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "status": "missing",
+    row: dict[str, Any] = {"job": job.name, "overrides": list(overrides), "status": "missing",
                            "error": None, "score": None}
     summary, failed = job / REPORT / "summary.json", job / "failed.json"
     if failed.exists():
@@ -232,7 +232,11 @@ def sweep_summary(sweep_dir: Path, *, artifacts: bool = True) -> pd.DataFrame:
     """Write `summary.{parquet,csv,html}` in a sweep dir: one row per job, best score first."""
     sweep_dir = Path(sweep_dir)
     jobs = job_dirs(sweep_dir)
-    df = pd.DataFrame([job_row(j) for j in jobs])
+    rows = [job_row(j) for j in jobs]
+    shared = set.intersection(*(set(r["overrides"]) for r in rows)) if len(rows) > 1 else set()
+    for r in rows:  # show what differs between jobs: the sweep's own values
+        r["overrides"] = " ".join(o for o in r["overrides"] if o not in shared)
+    df = pd.DataFrame(rows)
     if df.empty:
         df = pd.DataFrame(columns=["job", "overrides", "status", "error", "score"])
     df["score"] = pd.to_numeric(df["score"], errors="coerce")

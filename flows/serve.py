@@ -118,33 +118,12 @@ def run_dir_for(film: str, overrides: list[str]) -> Path:
     return ROOT / "outputs" / "runs" / film / f"{stamp}_{name}"
 
 
-def render_overrides(overrides: list[str]) -> dict[str, Any]:
-    """Compose the config from command-line style overrides and run the parent flow.
-
-    Interim copy: flows/render.py should own this (it is the module that talks to Hydra).
-    """
-    from flows import render as entry
-
-    if hasattr(entry, "render_overrides"):
-        return entry.render_overrides(list(overrides))
-    cfg = entry.compose_config(list(overrides))
-    run_dir = run_dir_for(cfg.film.name, list(overrides))
-    cfg = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"run_dir": run_dir})})
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(run_dir / "render.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
-    try:
-        return entry.render_film(cfg)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
-
-
 @flow(name=FLOW, log_prints=True)
 def render(overrides: list[str]) -> dict[str, Any]:
     """A queued render: `overrides` as on the command line (`["film=smoke", "seed=3"]`)."""
-    return render_overrides(list(overrides))
+    from flows.render import render_overrides
+
+    return render_overrides(list(overrides), lambda film: run_dir_for(film, list(overrides)))
 
 
 # ---------------------------------------------------------------- registering

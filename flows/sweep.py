@@ -36,17 +36,19 @@ def record_failure(job_dir: Path, exc: BaseException) -> Path:
     return path
 
 
-def summarise(sweep_dir: Path, *, artifacts: bool) -> None:
+def summarise(sweep_dir: Path, *, artifacts: bool) -> Any:
+    """Write the summary; return its table (None if it could not be written)."""
     from flows.report import sweep_summary
 
     try:
         df = sweep_summary(sweep_dir, artifacts=artifacts)
     except Exception as exc:  # noqa: BLE001 - a summary problem must not stop the sweep
         log.warning("sweep summary of %s failed: %s", sweep_dir, exc)
-        return
+        return None
     failed = df[df["status"] == "failed"]
     log.info("sweep summary: %s (%d jobs, %d failed)", Path(sweep_dir) / "summary.html",
              len(df), len(failed))
+    return df
 
 
 class SweepSummary(Callback):
@@ -66,4 +68,18 @@ class SweepSummary(Callback):
             summarise(Path(config.hydra.sweep.dir), artifacts=False)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        summarise(Path(config.hydra.sweep.dir), artifacts=self.artifacts)
+        """Final summary; exit status 1 when a job failed, naming each and why."""
+        import sys
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        df = summarise(sweep_dir, artifacts=self.artifacts)
+        if df is None:
+            return
+        failed = df[df["status"] == "failed"]
+        if len(failed):
+            for _, row in failed.iterrows():
+                print(f"error: sweep job {row['job']} ({row['overrides']}) failed: {row['error']}",
+                      file=sys.stderr)
+            print(f"error: {len(failed)} of {len(df)} sweep jobs failed; summary: "
+                  f"{sweep_dir / 'summary.html'}", file=sys.stderr)
+            sys.exit(1)

@@ -133,3 +133,19 @@ def test_smoke_sweep_2x2_makes_4_runs_and_again_computes_nothing(tmp_path: Path,
     assert again["score"].tolist() == first["score"].tolist()
     diffs = pd.read_csv(tmp_path / "first" / "config_differences.csv")
     assert {"seed", "resolution.name", "resolution.width"} <= set(diffs.columns)
+
+
+def test_cli_sweep_with_bad_jobs_goes_on_and_exits_1_naming_them(tmp_path: Path,
+                                                                  models_dir: Path) -> None:
+    from tests.helpers import run_cli
+
+    proc = run_cli("-m", "film=smoke", "film.fps=0,-2", f"hydra.sweep.dir={tmp_path / 's'}",
+                   cache=tmp_path / "cache", models=models_dir, check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "error: sweep job 0 (film.fps=0) failed: ConfigError: film.fps: bad value 0" in proc.stderr
+    assert "error: sweep job 1 (film.fps=-2) failed: ConfigError: film.fps: bad value -2" in proc.stderr
+    assert "error: 2 of 2 sweep jobs failed" in proc.stderr
+    summary = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert summary["status"].tolist() == ["failed", "failed"]
+    assert summary["overrides"].tolist() == ["film.fps=0", "film.fps=-2"]
