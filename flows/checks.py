@@ -1,71 +1,261 @@
-"""Semantic checks run once the config has its types: everything a render would trip on later.
+"""Checks of user input, before anything heavy runs: overrides, then the typed config's semantics.
 
-Schedules and prompts parse, shot lengths and cross-fades fit, input files exist and are readable
-images or audio, the engine can render the requested size. Every failure is a ConfigError naming
-the key, the value and what is accepted. Nothing here loads a model or imports torch.
+`check_overrides` refuses command-line overrides that could run code, read the environment or
+change what Hydra runs (before Hydra acts on any of them: `cli`). `hydra_error` turns Hydra's
+composition errors (unknown preset, misspelt key, unparsable override) into the one-line
+`<key>: bad value <v>; accepted: <...>` form. `check_semantics` runs once the config has its
+types: schedules and prompts parse, shot lengths and cross-fades fit, input files exist and are
+readable images or audio. Every failure is a ConfigError naming the key, the value and what is
+accepted. Nothing here imports Hydra, loads a model or imports torch.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError
+from engines.errors import ConfigError, PromptreelError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # Substrings that make an override able to run code, read the environment or change what Hydra
 # runs: instantiation targets, interpolations (${oc.env:...} among them) and callbacks.
 FORBIDDEN_OVERRIDES = ("_target_", "${", "hydra.callbacks", "hydra/callbacks")
+WHY = {"_target_": "promptreel chooses engines by name, never by _target_",
+       "${": "interpolations could read the environment or other keys",
+       "hydra.callbacks": "a Hydra callback runs code; the project's are in conf/config.yaml",
+       "hydra/callbacks": "a Hydra callback runs code; the project's are in conf/config.yaml"}
+# `hydra.` keys a command line may set: where runs go, sweeps, verbosity. Anything else there can
+# run code or write files (job_logging handlers, env_set, searchpath, launcher setup lines).
+HYDRA_KEYS = ("hydra.run.dir", "hydra.sweep.dir", "hydra.sweep.subdir", "hydra.mode",
+              "hydra.job.chdir", "hydra.job.name", "hydra.job.id", "hydra.job.num",
+              "hydra.verbose", "hydra.output_subdir", "hydra.job_logging.root.level",
+              "hydra.hydra_logging.root.level")
+HYDRA_PREFIXES = ("hydra.sweeper.params.",)
+# launcher keys that hold shell lines, interpreters or pickle folders: set them in the YAML
+LAUNCHER_UNSAFE = ("setup", "srun_args", "python", "additional_parameters", "submitit_folder",
+                   "defaults")
+LAUNCHER_EXTRA = ("qos", "constraint", "exclude", "comment", "gres", "mem_per_gpu",
+                  "mem_per_cpu", "cpus_per_gpu", "gpus_per_task", "name")
+MAX_IMAGE_SIDE = 16384  # pixels; a larger init or prompt image is refused as absurd
+
+
+def project_options(group: str) -> list[str]:
+    """The configs this project ships in conf/<group>/ (e.g. hydra/launcher -> ['slurm'])."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
 def project_launchers() -> list[str]:
     """The Hydra launcher configs this project ships (conf/hydra/launcher/<name>.yaml)."""
-    return sorted(p.stem for p in (CONF / "hydra" / "launcher").glob("*.yaml"))
+    return project_options("hydra/launcher")
+
+
+def launcher_keys() -> list[str]:
+    """`hydra.launcher.<key>` a command line may set: the project launchers' plain values."""
+    import yaml
+
+    keys = set(LAUNCHER_EXTRA)
+    for name in project_launchers():
+        keys |= set(yaml.safe_load((CONF / "hydra" / "launcher" / f"{name}.yaml").read_text()) or {})
+    return sorted(keys - set(LAUNCHER_UNSAFE))
+
+
+def _split(item: str) -> tuple[str, str | None]:
+    """(key, value) of an override `[+|++|~]key[@package]=value`; value None without '='."""
+    key, eq, value = item.lstrip("+~").partition("=")
+    return key.strip(), value if eq else None
+
+
+def _refused(item: str, accepted: str, why: str) -> ConfigError:
+    key, value = _split(item)
+    return ConfigError(key or item, item if value is None else value, accepted,
+                       f"override refused: {why}")
 
 
 def check_overrides(overrides: list[str]) -> None:
-    """Refuse command-line overrides that could run code or read the environment.
+    """Refuse command-line overrides that could run code, read the environment or write files.
 
     A launcher may be swapped only for one of the project's own (`hydra/launcher=slurm`); its
-    keys (`hydra.launcher.partition=gpu`) are plain values, checked like any other override.
+    plain keys (`hydra.launcher.partition=gpu`) may be set, not those holding shell lines.
+    Other `hydra.` keys: only those in HYDRA_KEYS / HYDRA_PREFIXES.
     """
-    from engines.errors import PromptreelError
-
     for item in overrides:
         for bad in FORBIDDEN_OVERRIDES:
             if bad in item:
-                raise PromptreelError(
-                    f"override {item!r} refused: {bad!r} is not accepted on the command line "
-                    "(promptreel chooses engines by name, never by _target_, and does not "
-                    "interpolate the environment)")
-        name = item.lstrip("+~").split("=", 1)
-        if name[0] in ("hydra/launcher", "hydra.launcher") and len(name) == 2:
-            if name[0] == "hydra.launcher" or name[1] not in project_launchers():
-                raise PromptreelError(
-                    f"override {item!r} refused: launchers are chosen by name from the project's "
-                    f"own configs: hydra/launcher={'|'.join(project_launchers())} "
-                    "(conf/hydra/launcher/)")
+                raise _refused(item, f"plain values without {bad!r}", WHY[bad])
+        key, value = _split(item)
+        if not key:
+            raise ConfigError(item, value, "key=value with a key, e.g. seed=3")
+        group, _, package = key.partition("@")
+        if package.startswith("hydra") or package.startswith("_global_.hydra"):
+            raise _refused(item, "a package outside hydra", "it would write into Hydra's own "
+                           "settings")
+        if group.startswith("hydra/"):
+            options = project_options(group)
+            if value is None or value not in options:
+                shown = " | ".join(f"{group}={o}" for o in options) or "none"
+                raise _refused(item, f"{shown} (the project's own, conf/{group}/)",
+                               "Hydra's configs are chosen from the project's own files")
+        elif key == "hydra" or key.startswith("hydra."):
+            if key.startswith("hydra.launcher.") and key.removeprefix("hydra.launcher.") \
+                    in launcher_keys():
+                continue
+            if key in HYDRA_KEYS or key.startswith(HYDRA_PREFIXES):
+                continue
+            raise _refused(item, ", ".join(HYDRA_KEYS + tuple(p + "<key>" for p in HYDRA_PREFIXES))
+                           + ", hydra.launcher.<" + "|".join(launcher_keys()) + ">",
+                           "other Hydra settings can run code, set the environment or write "
+                           "files; edit conf/ instead")
 
 
+def cli_overrides(argv: list[str]) -> list[str]:
+    """The overrides of a `python -m flows.render` command line (its arguments minus flags)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--experimental-rerun"):  # Hydra's flag that unpickles a file
+            raise ConfigError("--experimental-rerun", " ".join(argv[i + 1:i + 2]) or None,
+                              "no such flag here", "it unpickles a file, which could run code; "
+                              "run the render's command again instead")
+    return [a for a in argv if not a.startswith("-")]
+
+
+def hydra_error(exc: BaseException) -> PromptreelError:
+    """A Hydra or OmegaConf error (found by its type's module, Hydra is not imported here) as
+    one line: `<key>: bad value <v>; accepted: <...> (<hint>)`."""
+    name, text = type(exc).__name__, str(exc)
+    first = text.strip().split("\n")[0]
+    if name == "MissingConfigException":
+        missing = str(getattr(exc, "missing_cfg_file", "") or "")
+        group, _, value = missing.rpartition("/")
+        where = re.match(r"In '([^']+)'", text)
+        if where and where.group(1) != "config":  # a config's own defaults list is broken
+            parent, _, choice = where.group(1).rpartition("/")
+            if parent == "hydra/launcher":
+                return ConfigError(parent, choice, "a launcher whose Hydra plugin is installed",
+                                   f"conf/{where.group(1)}.yaml needs hydra-submitit-launcher: "
+                                   ".venv/bin/pip install -e '.[slurm]'")
+            return ConfigError(parent, choice, "a config whose defaults list only existing "
+                               "configs", f"conf/{where.group(1)}.yaml needs {missing!r}")
+        options = list(getattr(exc, "options", None) or project_options(group))
+        return ConfigError(group or "config", value, ", ".join(options) or "(none)",
+                           f"presets are the files in conf/{group}/")
+    if name == "OverrideParseException":
+        item = str(getattr(exc, "override", "") or "")
+        message = str(getattr(exc, "message", "") or text)
+        key, value = _split(item)
+        lines = [ln for ln in message.split("\n") if ln.strip() and not ln.startswith("See ")]
+        said = lines[1] if len(lines) > 1 and lines[0].startswith("Error parsing") else lines[0]
+        caret = re.search(r"\n( *)\^", message)
+        if said.startswith("LexerNoViableAltException: ") and caret:
+            at = len(caret.group(1)) - len("LexerNoViableAltException: ")
+            said = f"unexpected {item[at:at + 1]!r} at character {at + 1}"
+        return ConfigError(key or item, value, "key=value in Hydra's override syntax",
+                           f"{said.strip()}; quote a value with spaces, quotes, non-ASCII letters "
+                           "or any of = , : [ ] { } ( ): key='a value' or key=\"it's\"")
+    cause = exc.__cause__
+    m = re.match(r"Could not override '([^']+)'\.\nTo append to your config use \+(.*)", text,
+                 re.S)
+    if m:
+        key, value = m.group(1), m.group(2).strip()[len(m.group(1)) + 1:]
+        parent = getattr(cause, "parent_node", None)
+        known = sorted(str(k) for k in parent.keys() if k not in ("hydra", "_target_")) \
+            if hasattr(parent, "keys") else []
+        hint = f"known keys: {', '.join(known)}; " if known else ""
+        return ConfigError(key, value, "an existing key (misspelt?)",
+                           f"{hint}to add a new key write +{key}={value}")
+    m = re.match(r"Could not append to config\. An item is already at '([^']+)'", text)
+    if m:
+        return ConfigError(m.group(1), None, "a new key after '+'",
+                           f"{m.group(1)} exists: drop the '+' to change it")
+    m = re.match(r"Could not delete from config\. '([^']+)' does not exist", text)
+    if m:
+        return ConfigError("~" + m.group(1), None, "an existing key to delete")
+    m = re.match(r"Error merging override (.+?)=(.*)", first)
+    if m and type(cause).__name__ == "ConfigIndexError":
+        parent = getattr(cause, "parent_node", None)
+        size = len(parent) if parent is not None else 0
+        return ConfigError(m.group(1), m.group(2), f"an index from 0 to {size - 1}",
+                           "the list is shorter")
+    m = re.match(r"(?:Sweep parameters|Ambiguous value for argument) '(.+?)=(.*)'", first)
+    if m:
+        return ConfigError(m.group(1), m.group(2), "one value; a sweep (a,b or range(...) or "
+                           "choice(...)) needs -m (--multirun); a list is [a,b]; a text with "
+                           "commas needs quotes")
+    full_key = getattr(exc, "full_key", None) or getattr(cause, "full_key", None)
+    where = f"{full_key}: " if full_key else ""
+    return PromptreelError(f"{where}{first}" + (f" ({str(cause).split(chr(10))[0]})"
+                                                 if cause is not None else ""))
+
+
+def is_hydra_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
+
+
+def cli(main: Callable[[], Any], argv: list[str]) -> None:
+    """Run Hydra's `main` as `python -m flows.render`: overrides are checked before Hydra acts
+    on any of them (it would instantiate callbacks and logging handlers before `main` runs), and
+    any bad input ends as `error: <message>` on stderr with exit code 2, never a traceback."""
+    try:
+        check_overrides(cli_overrides(argv))
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let Hydra's errors reach us
+        main()
+    except PromptreelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except Exception as exc:
+        if not is_hydra_error(exc):
+            raise
+        print(f"error: {hydra_error(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ---------------------------------------------------------------- files
 def check_image_file(path: str, key: str) -> None:
+    """An existing, readable, decodable image of a sane size; ConfigError naming `key`."""
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(key, path, "an existing image file", f"not found: {p.resolve()}")
+    if not p.is_file():
+        raise ConfigError(key, path, "an image file, not a directory")
     if p.suffix.lower() not in IMAGE_SUFFIXES:
         raise ConfigError(key, path, f"an image with suffix {', '.join(IMAGE_SUFFIXES)}")
-    from PIL import Image, UnidentifiedImageError
+    if not os.access(p, os.R_OK):
+        raise ConfigError(key, path, "a readable image file", "permission denied")
+    from PIL import Image
 
     try:
         with Image.open(p) as im:
+            size = im.size
             im.verify()
-    except (OSError, UnidentifiedImageError) as exc:
+    except Image.DecompressionBombError as exc:
+        pixels = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ConfigError(key, path, f"an image at most {MAX_IMAGE_SIDE} pixels a side",
+                          f"its header says {pixels.group(1) if pixels else 'too many'} "
+                          "pixels") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the file's fault
         raise ConfigError(key, path, "a readable image file", f"cannot decode it: {exc}") from None
+    if max(size) > MAX_IMAGE_SIDE or min(size) < 1:
+        raise ConfigError(key, path, f"an image at most {MAX_IMAGE_SIDE} pixels a side",
+                          f"it is {size[0]}x{size[1]}")
 
 
+def check_checkpoint_file(path: str, key: str) -> None:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(key, path, "an existing checkpoint file (.pth, .ckpt, .safetensors)",
+                          f"not found: {p.resolve()}")
+    if not os.access(p, os.R_OK):
+        raise ConfigError(key, path, "a readable checkpoint file", "permission denied")
+
+
+# ---------------------------------------------------------------- semantics
 def check_semantics(cfg: Any) -> None:
-    from engines.prompts import parse_image_prompt
-    from engines.timeline import shot_plan, timeline
+    from engines.prompts import parse_image_prompt, parse_prompt_schedule
+    from engines.speed import planned_frames
+    from engines.timeline import shot_frames, shot_plan, timeline
 
     film = cfg.film
     for i, shot in enumerate(film.shots):
@@ -75,6 +265,19 @@ def check_semantics(cfg: Any) -> None:
                          height=cfg.resolution.height, seed=cfg.shot_seed(i), key=key)
         if not any(p.weight != 0 for f in plan.frames for p in f.prompts) and not shot.image_prompts:
             raise ConfigError(f"{key}.prompts", shot.prompts, "at least one prompt with a non-zero weight")
+        if isinstance(shot.prompts, dict) and shot.transition.kind != "interpolate":
+            n = len(plan.frames)
+            for label, line in shot.prompts.items():
+                frame = parse_prompt_schedule({label: line}, key=f"{key}.prompts", fps=film.fps).keys[0]
+                if frame >= n:
+                    raise ConfigError(f"{key}.prompts", label, f"keyframes on frames 0-{n - 1}",
+                                      f"the shot has {n} frames at {film.fps:g} fps; a key at "
+                                      f"frame {frame} is never shown")
+        bad_zoom = next((f for f, fr in enumerate(plan.frames) if not fr.zoom > 0), None)
+        if bad_zoom is not None:
+            raise ConfigError(f"{key}.motion.zoom", shot.motion.zoom, "a scale > 0 at every frame "
+                              "(1 = still, 1.02 = 2% closer per frame)",
+                              f"frame {bad_zoom} gives {plan.frames[bad_zoom].zoom:g}")
         if shot.init_image:
             check_image_file(shot.init_image, f"{key}.init_image")
         for j, spec in enumerate(shot.image_prompts):
@@ -83,16 +286,23 @@ def check_semantics(cfg: Any) -> None:
         if choice.name == "vqgan_clip" and cfg.vqgan.source == "dead" and i == 0:
             raise ConfigError("vqgan", cfg.vqgan.name, "a model whose download is alive",
                               cfg.vqgan.notes or "its host is gone")
-    tl = timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps)
-    for t in tl.shots[:-1]:
-        nxt = tl.shots[tl.shots.index(t) + 1]
-        if t.join_frames > min(t.after_speed, nxt.after_speed) - 1:
-            raise ConfigError(f"film.shots.{t.name}.join.seconds", t.join_frames / film.fps,
-                              f"an overlap shorter than both shots ({t.after_speed} and "
-                              f"{nxt.after_speed} frames at {film.fps} fps)")
+    after = [planned_frames(shot_frames(s, film.fps), cfg.shot_speed(s), film.fps,
+                            key=f"film.shots.{i}.speed" if s.speed is not None else "speed")
+             for i, s in enumerate(film.shots)]
+    for i, shot in enumerate(film.shots[:-1]):
+        join = 0 if shot.join.kind == "cut" else round(shot.join.seconds * film.fps)
+        most = min(after[i], after[i + 1]) - 1
+        if join > most:
+            raise ConfigError(f"film.shots.{i}.join.seconds", shot.join.seconds,
+                              f"at most {most / film.fps:g} s ({most} frames at {film.fps:g} fps)",
+                              f"a cross-fade must be shorter than both shots: {after[i]} and "
+                              f"{after[i + 1]} frames after speed changes")
+    timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps)  # lengths add up
     st = cfg.soundtrack
     if st.source in ("file", "musicgen_melody"):
         from engines.audio import check_audio_file
 
         path = st.file if st.source == "file" else st.melody
         check_audio_file(path, f"soundtrack.{'file' if st.source == 'file' else 'melody'}")
+    if cfg.refine.method == "cyclegan" and cfg.refine.checkpoint:
+        check_checkpoint_file(cfg.refine.checkpoint, "refine.checkpoint")

@@ -22,10 +22,19 @@ from engines.weights import ModelEntry
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SIDE = 8192  # pixels; larger is refused as absurd
 MAX_FRAMES = 100_000
+MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (NumPy's range; torch takes them all)
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def slug(v: str) -> str:
+    """A film or shot name: it becomes part of paths, so no '/', no leading '.', no spaces."""
+    if not SLUG.match(v):
+        raise ValueError("accepted: a name of letters, digits, '_', '-', '.' (not first), "
+                         "at most 64 characters")
+    return v
 
 
 class Runtime(Frozen):
@@ -36,8 +45,8 @@ class Runtime(Frozen):
     models_dir: Path  # downloaded and generated weights
     run_dir: Path  # this run's Hydra output dir (report, final video link)
     download: bool = True  # fetch missing weights on first use
-    threads: int | None = None  # CPU threads for torch (None = torch default)
-    log_every: int = 1  # log a progress line every N frames
+    threads: int | None = Field(default=None, ge=1)  # CPU threads for torch (None = torch default)
+    log_every: int = Field(default=1, ge=1)  # log a progress line every N frames
 
     @field_validator("device")
     @classmethod
@@ -95,16 +104,14 @@ class Shot(Frozen):
     motion: Motion = Motion()
     image_prompts: tuple[str, ...] = ()  # "path:weight[:stop]"
     init_image: str | None = None
-    seed: int | None = None  # None: the film seed + the shot's index
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # None: the film seed + the shot's index
     speed: dict[str, Any] | None = None  # this shot's speed settings (None: the film's)
     join: ShotJoin = ShotJoin()
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not SLUG.match(v):
-            raise ValueError("accepted: letters, digits, '_', '-', '.', at most 64 characters")
-        return v
+        return slug(v)
 
     @model_validator(mode="after")
     def _length(self) -> Shot:
@@ -114,9 +121,14 @@ class Shot(Frozen):
 
 
 class Film(Frozen):
-    name: str
+    name: str  # names the run directory (outputs/runs/<name>/...): a slug, no '/' or '..'
     fps: float = Field(gt=0, le=240)  # frames per second of the rendered shots and the export
     shots: tuple[Shot, ...] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return slug(v)
 
     @model_validator(mode="after")
     def _unique(self) -> Film:
@@ -156,13 +168,21 @@ class RenderConfig(Frozen):
     debug: Debug = Debug()
     runtime: Runtime
 
+    def shot_key(self, shot: Shot) -> str:
+        """`film.shots.<index>`: the key a user writes to override this shot."""
+        names = [s.name for s in self.film.shots]
+        return f"film.shots.{names.index(shot.name) if shot.name in names else shot.name}"
+
     def shot_engine(self, shot: Shot) -> EngineChoice:
         """The engine and settings of one shot (film engine + the shot's overrides)."""
         name = shot.engine or self.engine.name
         base = self.engine.settings.model_dump() if name == self.engine.name else {}
         forced = self.debug.engine_overrides.get(name, {})
+        key = self.shot_key(shot)
+        if name not in engine_names():
+            raise ConfigError(f"{key}.engine", name, ", ".join(sorted(engine_names())))
         return engine_choice({"name": name, **base, **shot.engine_overrides, **forced},
-                             key=f"film.shots.{shot.name}.engine_overrides")
+                             key=f"{key}.engine_overrides")
 
     def shot_seed(self, index: int) -> int:
         shot = self.film.shots[index]
@@ -174,7 +194,7 @@ class RenderConfig(Frozen):
         from engines.speed import SpeedSettings, merged
 
         return _validated(SpeedSettings, merged(self.speed, shot.speed),
-                          f"film.shots.{shot.name}.speed")
+                          f"{self.shot_key(shot)}.speed")
 
 
 # ---------------------------------------------------------------- building
@@ -197,29 +217,75 @@ def _validated(model: type[BaseModel], raw: Any, key: str) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise validation_error(exc, key) from None
+        raise validation_error(exc, key, model) from None
 
 
-def validation_error(exc: ValidationError, prefix: str = "") -> ConfigError:
-    """The first pydantic error as a ConfigError: dotted key, bad value, what is accepted."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+# loc parts pydantic adds for union members and validators, not keys a user writes
+_NOT_A_KEY = re.compile(r"str|int|float|bool|none|function-.*|.*\[.*")
+_BOUNDS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal")
+
+
+def _loc(err: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in err["loc"] if not _NOT_A_KEY.fullmatch(str(p)))
+
+
+def _accepted(err: dict[str, Any]) -> tuple[str, str]:
+    """(what is accepted, why not) from a pydantic message, without its 'Input should be'."""
+    msg = err["msg"].removeprefix("Value error, ").removeprefix("accepted: ")
+    if not msg.startswith("Input should be "):
+        return msg, ""
+    msg = msg.removeprefix("Input should be ")
+    if err["type"] in _BOUNDS:
+        return f"a value {msg}", ""
+    if not msg.startswith("a valid "):
+        return msg, ""
+    what, _, why = msg.partition(", ")  # "a valid integer, unable to parse string as an integer"
+    return what, why
+
+
+def validation_error(exc: ValidationError, prefix: str = "",
+                     model: type[BaseModel] | None = None) -> ConfigError:
+    """The first pydantic error as a ConfigError: dotted key, bad value, what is accepted.
+    `model`: the model validated (its fields are listed when a key is unknown)."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = _loc(err)
     key = ".".join(p for p in (prefix, loc) if p) or "config"
-    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
+        known = _known_keys(exc, model, [p for p in err["loc"] if not _NOT_A_KEY.fullmatch(str(p))])
         return ConfigError(key, err.get("input"), "no such key here (misspelt?)",
-                           f"known keys: {', '.join(sorted(_known_keys(exc)))}" if _known_keys(exc) else "")
+                           f"known keys: {', '.join(sorted(known))}" if known else "")
     if err["type"] == "missing":
         return ConfigError(key, None, "a value is required")
-    return ConfigError(key, err.get("input"), msg)
+    # a union (`str | dict`) fails once per member: accept any of them
+    parts = [_accepted(e) for e in errors if _loc(e) == loc]
+    accepted = " or ".join(dict.fromkeys(what for what, _ in parts))
+    return ConfigError(key, err.get("input"), accepted, parts[0][1])
 
 
-def _known_keys(exc: ValidationError) -> list[str]:
-    model = getattr(exc, "title", "")
-    for cls in Frozen.__subclasses__():
-        if cls.__name__ == model:
-            return list(cls.model_fields)
-    return []
+def _known_keys(exc: ValidationError, model: type[BaseModel] | None, loc: list[Any]) -> list[str]:
+    """Fields of the model that holds the unknown key `loc` (the last part)."""
+    if model is None:
+        model = next((c for c in Frozen.__subclasses__() if c.__name__ == exc.title), None)
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if model is not None else None
+        if field is None:
+            if isinstance(part, int):
+                continue  # an index into a tuple of models
+            return []
+        model = next((t for t in _types(field.annotation)
+                      if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return [k for k in model.model_fields if k != "hydra"] if model is not None else []
+
+
+def _types(annotation: Any) -> list[Any]:
+    """`annotation` and every type inside it (`tuple[Shot, ...]` -> tuple, Shot, Ellipsis)."""
+    from typing import get_args
+
+    out = [annotation]
+    for arg in get_args(annotation):
+        out += _types(arg)
+    return out
 
 
 def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
@@ -242,15 +308,20 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
     drawn = seed == -1
     if drawn:
         seed = random.SystemRandom().randrange(0, 2**31 - 1)
-    elif seed < 0:
-        raise ConfigError("seed", seed, "an integer >= 0, or -1 to draw one")
+    elif not 0 <= seed <= MAX_SEED:
+        raise ConfigError("seed", seed, f"an integer from 0 to {MAX_SEED}, or -1 to draw one")
 
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
     from engines.weights import load_entry
 
     def entry(kind: str, value: Any, key: str) -> ModelEntry:
         if isinstance(value, str):
-            return load_entry(kind, value, conf_dir)
+            try:
+                return load_entry(kind, value, conf_dir)
+            except ConfigError as exc:  # name the key the user wrote (extra_clip.0, not clip)
+                if exc.value == value and exc.key != key:
+                    raise ConfigError(key, exc.value, exc.accepted, exc.hint) from None
+                raise
         return _validated(ModelEntry, value, key)
 
     debug = _validated(Debug, raw.get("debug") or {}, "debug")
@@ -286,7 +357,7 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
             runtime=_validated(Runtime, runtime, "runtime"),
         )
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc, model=RenderConfig) from None
     from flows.checks import check_semantics
 
     check_semantics(cfg)

@@ -77,19 +77,29 @@ def busy_elsewhere(params: dict[str, Any]) -> bool:
     return False
 
 
+def next_shot(cfg: Any, remaining: list[int]) -> int:
+    """The first remaining shot that no other process is rendering (else the first remaining):
+    renders of one film on several boxes then work on different shots instead of queueing on
+    one lock. Asked again before every shot, as other renders move on."""
+    return next((i for i in remaining if not busy_elsewhere(shot_params(cfg, i))), remaining[0])
+
+
 def shot_order(cfg: Any) -> list[int]:
-    """Shots in film order, except that shots another process is rendering go last: renders of
-    one film on several boxes then work on different shots instead of waiting on one lock."""
-    first, last = [], []
-    for i in range(len(cfg.film.shots)):
-        (last if busy_elsewhere(shot_params(cfg, i)) else first).append(i)
-    return first + last
+    """The order next_shot would take the shots in, were the locks to stay as they are now."""
+    remaining, order = list(range(len(cfg.film.shots))), []
+    while remaining:
+        order.append(next_shot(cfg, remaining))
+        remaining.remove(order[-1])
+    return order
 
 
 @flow(name="production")
 def production(cfg: Any, timeline: Artefact) -> tuple[list[Artefact], Artefact | None]:
     done: dict[int, Artefact] = {}
-    for i in shot_order(cfg):
+    remaining = list(range(len(cfg.film.shots)))
+    while remaining:
+        i = next_shot(cfg, remaining)
+        remaining.remove(i)
         frames = generate_frames(**shot_params(cfg, i))
         done[i] = extract_frames(frames=frames, contact_columns=8, runtime=cfg.runtime)
     shots = [done[i] for i in range(len(cfg.film.shots))]

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 from prefect import flow  # noqa: E402
 
 from engines.errors import PromptreelError  # noqa: E402
-from flows.checks import check_overrides  # noqa: E402
+from flows.checks import check_overrides, cli, hydra_error  # noqa: E402
 from flows.post_production import post_production  # noqa: E402
 from flows.pre_production import model_entries, pre_production  # noqa: E402
 from flows.production import production  # noqa: E402
@@ -72,7 +72,7 @@ def compose_config(overrides: list[str], *, run_dir: str | None = None):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             dcfg = compose("config", overrides=list(overrides), return_hydra_config=True)
     except HydraException as exc:
-        raise PromptreelError(str(exc)) from None
+        raise hydra_error(exc) from None
     with open_dict(dcfg):
         dcfg.hydra.runtime.cwd = os.getcwd()
         dcfg.hydra.runtime.output_dir = run_dir or str(ROOT / "outputs" / "runs" / "composed")
@@ -210,4 +210,4 @@ def main(dcfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main, sys.argv[1:])  # overrides checked before Hydra acts; bad input -> `error: ...`, exit 2

@@ -45,6 +45,28 @@ def test_smoke_writes_the_planned_h264_video(smoke_run: dict) -> None:
     assert abs(info.audio.duration - info.duration) <= 1 / plan["fps"]
 
 
+def test_smoke_writes_a_report_people_can_open(smoke_run: dict) -> None:
+    import json
+
+    import pandas as pd
+
+    from flows.report import html_links
+
+    run = smoke_run["base"] / "run1"
+    links, missing = html_links(run / "report.html")
+    assert missing == [] and any(x.endswith(".mp4") for x in links)
+    assert len({x for x in links if x.endswith("contact_sheet.png")}) == 2  # one per shot
+    summary = json.loads((run / "report" / "summary.json").read_text())
+    plan = smoke_run["record"]["timeline"]
+    shots = pd.read_parquet(run / "report" / "shots.parquet")
+    frames = pd.read_csv(run / "report" / "frames.csv")
+    assert summary["shots"] == len(shots) == 2 and -1 <= summary["score"] <= 1
+    assert len(frames) == shots["n_frames"].sum() == summary["frames"]
+    tasks = pd.read_parquet(run / "report" / "tasks.parquet")
+    assert {"generate_frames", "export_video", "score_frames"} <= set(tasks["task"])
+    assert plan["total_frames"] > 0
+
+
 def test_smoke_again_computes_nothing(smoke_run: dict) -> None:
     base = smoke_run["base"]
     before = artefact_manifests(base / "cache")
