@@ -168,6 +168,31 @@ def render_overrides(overrides: list[str], run_dir_of=None) -> dict:
         handler.close()
 
 
+def start_prefect_api():
+    """Start Prefect's temporary API server in a background thread (when no PREFECT_API_URL is
+    set), so its few seconds of start-up overlap with checking the config and importing torch.
+    Returns the thread to join before the first flow, or None. If it fails, the first flow starts
+    the server itself and reports the error."""
+    import threading
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None
+
+    def start() -> None:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        try:
+            SubprocessASGIServer().start()  # a per-process singleton: the flows reuse it
+        except Exception as exc:  # noqa: BLE001 - the first flow retries and raises
+            log.debug("early Prefect server start failed: %s", exc)
+
+    thread = threading.Thread(target=start, name="prefect-api", daemon=True)
+    thread.start()
+    return thread
+
+
 def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -178,6 +203,7 @@ def in_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     started = time.perf_counter()
+    api = None if (SHOW or DOCTOR or FETCH) else start_prefect_api()
     try:
         cfg = to_config(dcfg)
         if cfg.seed_drawn:
@@ -195,7 +221,16 @@ def main(dcfg: DictConfig) -> None:
             for entry in model_entries(cfg):
                 print(entry.name, "->", prepare(entry, cfg.runtime.models_dir, download=True))
             return
-        record = render_film(cfg)
+        if api is None:
+            record = render_film(cfg)
+        else:  # the temporary server dies with this process: no run heartbeats to send to it
+            import open_clip  # noqa: F401 - a render's heavy imports, while the server starts
+            import torch  # noqa: F401
+            from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+            api.join()
+            with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                record = render_film(cfg)
         log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))
     except PromptreelError as exc:
         print(f"error: {exc}", file=sys.stderr)
