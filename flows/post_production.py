@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows.production import file_hashes
 from tasks.artefacts import Artefact
 from tasks.blend_shots import blend_shots
 from tasks.export_video import export_video
@@ -25,6 +26,7 @@ def post_production(cfg: Any, timeline: Artefact, shots: list[Artefact],
     sped = []
     for shot, frames in zip(cfg.film.shots, shots, strict=True):
         refined = refine_frames(frames=frames, settings=cfg.refine, model=cfg.cyclegan,
+                                checkpoint_sha256=file_hashes([cfg.refine.checkpoint]),
                                 runtime=cfg.runtime)
         sped.append(modulate_speed(frames=refined, settings=cfg.shot_speed(shot),
                                    planned=plan[shot.name]["after_speed"], runtime=cfg.runtime))

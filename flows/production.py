@@ -46,11 +46,34 @@ def input_hash(cfg: Any) -> str | None:
     return sha256_file(Path(path))
 
 
+def file_hashes(paths: list[str | None]) -> tuple[str, ...]:
+    """Content hashes of input files, so editing a file in place re-renders what used it."""
+    from pathlib import Path
+
+    from tasks.artefacts import sha256_file
+
+    return tuple(sha256_file(Path(p).expanduser()) for p in paths if p)
+
+
+def shot_inputs(shot: Any) -> tuple[str, ...]:
+    """Content hashes of a shot's init image and image prompts."""
+    from engines.prompts import parse_image_prompt
+
+    paths = [shot.init_image, *(parse_image_prompt(spec, key=f"film.shots.{shot.name}")[0]
+                                for spec in shot.image_prompts)]
+    return file_hashes(paths)
+
+
 def shot_params(cfg: Any, i: int) -> dict[str, Any]:
-    """The parameters of shot i's generate_frames call (also what its artefact key hashes)."""
+    """The parameters of shot i's generate_frames call (also what its artefact key hashes): the
+    shot without its speed and join (they act after rendering), plus its input files' hashes."""
+    from flows.config import ShotJoin
+
     shot = cfg.film.shots[i]
     engine = cfg.shot_engine(shot)
-    return {"shot": shot, "engine": engine, "width": cfg.resolution.width,
+    frames_only = shot.model_copy(update={"speed": None, "join": ShotJoin()})
+    return {"shot": frames_only, "inputs_sha256": shot_inputs(shot), "engine": engine,
+            "width": cfg.resolution.width,
             "height": cfg.resolution.height, "fps": cfg.film.fps, "seed": cfg.shot_seed(i),
             "index": i, "vqgan": cfg.vqgan if engine.name == "vqgan_clip" else None,
             "clips": (cfg.clip, *cfg.extra_clip), "runtime": cfg.runtime}

@@ -85,7 +85,9 @@ def write_table(records: list[dict[str, Any]], work: Path, stem: str) -> None:
 
 @task(name=NAME, **prefect_cache(NAME, code_version))
 def generate_frames(*, shot: Any, engine: Any, width: int, height: int, fps: float, seed: int,
-                    index: int, vqgan: Any, clips: tuple[Any, ...], runtime: Any) -> Artefact:
+                    index: int, vqgan: Any, clips: tuple[Any, ...], runtime: Any,
+                    inputs_sha256: tuple[str, ...] = ()) -> Artefact:
+    """`inputs_sha256`: content hashes of the shot's init image and image prompts (keyed only)."""
     def build(work: Path) -> dict[str, Any]:
         import torch
 

@@ -22,7 +22,9 @@ CODE_VERSION = "1+" + refine.CODE_VERSION  # this task and the engine it runs
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def refine_frames(*, frames: Artefact, settings: Any, model: Any, runtime: Any) -> Artefact:
+def refine_frames(*, frames: Artefact, settings: Any, model: Any, runtime: Any,
+                  checkpoint_sha256: tuple[str, ...] = ()) -> Artefact:
+    """`checkpoint_sha256`: content hash of `settings.checkpoint`, if any (keyed only)."""
     def build(work: Path) -> dict[str, Any]:
         if settings.method == "none":
             n = link_frames(frames.file("frames"), work / "frames")
