@@ -31,7 +31,7 @@ def shot_frames(shot: Any, fps: float) -> int:
 
 def _interpolated(schedule: Any, frame: int) -> tuple[Prompt, ...]:
     keys = schedule.keys
-    if frame >= keys[-1] or len(keys) == 1:
+    if frame >= keys[-1] or frame <= keys[0] or len(keys) == 1:  # before the first key: hold it
         return schedule.at(frame)
     i = max(j for j, k in enumerate(keys) if k <= frame)
     a, b = keys[i], keys[i + 1]
