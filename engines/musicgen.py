@@ -207,6 +207,42 @@ def build_generated(entry: Any, out_dir: Path) -> None:
 
 # --- loading -------------------------------------------------------------------------------
 
+TEXT_ENCODER_FILES = ["config.json", "spiece.model", "tokenizer.json", "model.safetensors"]
+
+
+def ensure_text_encoder(name: str, *, download: bool) -> None:
+    """Make the T5 text encoder a real MusicGen conditions on (`name`, e.g. t5-base) available in
+    the Hugging Face cache, where transformers loads it from. Renders run with the hub offline
+    (HF_HUB_OFFLINE=1, flows/render.py); this is the one place that goes online for it, and only
+    when `download` (runtime.download) allows. MissingWeightsError names what to copy."""
+    import contextlib
+
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        snapshot_download(name, allow_patterns=TEXT_ENCODER_FILES, local_files_only=True)
+        return
+    except Exception as exc:  # noqa: BLE001 - not in the cache (huggingface_hub raises several)
+        missing = exc
+    if not download:
+        raise MissingWeightsError(
+            f"MusicGen's text encoder {name} is not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}) and runtime.download is false: run `make fetch-models "
+            f"conf=<preset>` on a connected machine and copy that folder here "
+            f"({type(missing).__name__})")
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = False
+    try:
+        snapshot_download(name, allow_patterns=TEXT_ENCODER_FILES)
+    except Exception as exc:  # noqa: BLE001 - network, hub or disk errors
+        raise MissingWeightsError(
+            f"MusicGen's text encoder {name} could not be downloaded from the Hugging Face hub "
+            f"into {constants.HF_HUB_CACHE}: {type(exc).__name__}: {str(exc)[:300]}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            constants.HF_HUB_OFFLINE = offline
+
+
 _CACHE: dict[tuple[Any, ...], Any] = {}
 _CACHE_SIZE = 2  # models kept per process (a sweep reuses them; real ones are GBs)
 

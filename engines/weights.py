@@ -453,6 +453,11 @@ def prepare(entry: ModelEntry, models_dir: Path, *, download: bool = True) -> Pa
         from engines.taming_compat import CKPT_FILE, prefix_of
 
         safe_ckpt.cached_safetensors(files[CKPT_FILE], prefix=prefix_of(entry))
+    text_encoder = (entry.arch or {}).get("text_encoder")
+    if entry.kind == "musicgen" and text_encoder and entry.source != "generated":
+        from engines.musicgen import ensure_text_encoder
+
+        ensure_text_encoder(text_encoder, download=download)
     return model_dir(entry, models_dir)
 
 

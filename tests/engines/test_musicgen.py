@@ -250,3 +250,36 @@ def test_derive_prompt_is_deterministic_and_documented():
     assert musicgen.derive_prompt([], "dark") == "dark instrumental film score"
     long = musicgen.derive_prompt([f"scene number {i} " * 3 for i in range(40)], None)
     assert len(long) == 271 and long.endswith("; scene number 4 scene number 4 scene number 4")
+
+
+def test_text_encoder_offline_and_missing_names_what_to_fetch(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from engines.errors import MissingWeightsError
+    from engines.musicgen import ensure_text_encoder
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(MissingWeightsError, match=r"text encoder t5-base .*make fetch-models"):
+        ensure_text_encoder("t5-base", download=False)
+
+
+def test_text_encoder_download_goes_online_only_for_its_files(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from engines.musicgen import TEXT_ENCODER_FILES, ensure_text_encoder
+
+    calls = []
+
+    def fake(repo, *, allow_patterns, local_files_only=False):
+        calls.append((repo, tuple(allow_patterns), local_files_only, constants.HF_HUB_OFFLINE))
+        if local_files_only:
+            raise FileNotFoundError("not cached")
+        return str(tmp_path)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    ensure_text_encoder("t5-base", download=True)
+    files = tuple(TEXT_ENCODER_FILES)
+    assert calls == [("t5-base", files, True, True), ("t5-base", files, False, False)]
+    assert constants.HF_HUB_OFFLINE is True  # offline again for everything else
