@@ -203,7 +203,6 @@ def in_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     started = time.perf_counter()
-    api = None if (SHOW or DOCTOR or FETCH) else start_prefect_api()
     try:
         cfg = to_config(dcfg)
         if cfg.seed_drawn:
@@ -221,14 +220,17 @@ def main(dcfg: DictConfig) -> None:
             for entry in model_entries(cfg):
                 print(entry.name, "->", prepare(entry, cfg.runtime.models_dir, download=True))
             return
+        api = start_prefect_api()  # only now: a config error must not leave a server starting
         if api is None:
             record = render_film(cfg)
         else:  # the temporary server dies with this process: no run heartbeats to send to it
-            import open_clip  # noqa: F401 - a render's heavy imports, while the server starts
-            import torch  # noqa: F401
             from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-            api.join()
+            try:
+                import open_clip  # noqa: F401 - a render's heavy imports, while the server starts
+                import torch  # noqa: F401
+            finally:
+                api.join()  # started (and registered to stop at exit) before anything else runs
             with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
                 record = render_film(cfg)
         log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))
