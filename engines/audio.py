@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -355,28 +354,18 @@ def measure_loudness(path_or_array: str | Path | np.ndarray, *, sr: int | None =
 # --- writing -------------------------------------------------------------------------------
 
 def write_wav(path: str | Path, audio: np.ndarray, sr: int) -> Path:
-    """Write a 32-bit float WAV atomically: temp file in the same directory, fsync, os.replace.
+    """Write a 32-bit float WAV atomically (tasks.artefacts.atomic_path: temp file, fsync, rename).
 
     Float keeps the normalised signal bit-exact (no quantisation, no clipping); ffmpeg reads it
-    when muxing. Returns the path."""
-    import soundfile as sf
+    when muxing. scipy writes it, not libsndfile: libsndfile adds a PEAK chunk holding the time
+    of writing, so the same audio would give different bytes on every run. Returns the path."""
+    from scipy.io import wavfile
 
+    from tasks.artefacts import atomic_path
+
+    if int(sr) <= 0:
+        raise ValueError(f"sample rate must be > 0, got {sr}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    x = as_2d(audio)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, np.ascontiguousarray(x.T), int(sr), format="WAV", subtype="FLOAT")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    with atomic_path(path) as tmp:
+        wavfile.write(tmp, int(sr), np.ascontiguousarray(as_2d(audio).T, dtype=np.float32))
     return path

@@ -468,13 +468,16 @@ def _metadata_args(metadata: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _check_even(preset: ExportSettings, w: int, h: int) -> None:
-    """4:2:0 needs even width and height, 4:2:2 an even width."""
-    sides = {"yuv420": (("width", w), ("height", h)), "yuv422": (("width", w),)}
-    for name, v in sides.get(preset.pix_fmt[:6], ()):
+def check_even(preset: ExportSettings, w: int, h: int, *,
+               keys: tuple[str, str] = ("export.width", "export.height")) -> None:
+    """4:2:0 needs even width and height, 4:2:2 an even width. `keys` name the settings that
+    gave `w` and `h` (export.*, or resolution.* when the export keeps the render size)."""
+    sides = {"yuv420": ((keys[0], w), (keys[1], h)), "yuv422": ((keys[0], w),)}
+    for key, v in sides.get(preset.pix_fmt[:6], ()):
         if v % 2:
-            raise ConfigError(f"export.{name}", v, f"an even number for pix_fmt {preset.pix_fmt} "
-                              f"(set export.{name}, or pick an even resolution)")
+            raise ConfigError(key, v, f"an even number for pix_fmt {preset.pix_fmt}",
+                              "set export.width and export.height, pick an even resolution, "
+                              "or export.pix_fmt=yuv444p")
 
 
 def export(video: Path, audio: Path | None, out_path: Path, preset: ExportSettings, *,
@@ -493,7 +496,7 @@ def export(video: Path, audio: Path | None, out_path: Path, preset: ExportSettin
     src = probe(video, decode=False)
     n = src.frames if frames is None else frames
     w, h = size or (src.width, src.height)
-    _check_even(preset, w, h)
+    check_even(preset, w, h)
     v = _exact(_retimed(ffmpeg.input(str(video)).video, rate), n, rate)
     if (w, h) != (src.width, src.height):
         v = v.filter("scale", w, h, flags=preset.scale_flags).filter("setsar", 1)

@@ -9,11 +9,23 @@ class ConfigError(PromptreelError):
     """Bad input: names the key, the bad value and what is accepted."""
 
     def __init__(self, key: str, value: object, accepted: str, hint: str = ""):
-        self.key, self.value, self.accepted = key, value, accepted
-        msg = f"{key}: bad value {value!r}; accepted: {accepted}"
+        self.key, self.value, self.accepted, self.hint = key, value, accepted, hint
+        msg = f"{key}: bad value {shown(value)}; accepted: {accepted}"
         if hint:
             msg += f" ({hint})"
         super().__init__(msg)
+
+    def __reduce__(self):  # picklable (multirun records, Prefect states) with its fields
+        return type(self), (self.key, self.value, self.accepted, self.hint)
+
+
+def shown(value: object, limit: int = 120) -> str:
+    """repr of a bad value; a long mapping or list (a whole config section) is cut at `limit`
+    characters, so the message stays one readable line. Strings and numbers are never cut."""
+    text = repr(value)
+    if isinstance(value, dict | list | tuple) and len(text) > limit:
+        return text[:limit - 5] + " ..." + text[-1]
+    return text
 
 
 class MissingWeightsError(PromptreelError):

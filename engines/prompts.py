@@ -188,7 +188,10 @@ def parse_prompt_schedule(spec: str | Mapping[str, str], *, key: str,
             else None
         if m is None:
             raise ConfigError(key, raw, SCHEDULE_FORM, f"keyframe key {raw!r} is not a number")
-        frame = key_to_frame(m.group(1), m.group(2) == "s", fps, key=key, text=raw)
+        try:
+            frame = key_to_frame(m.group(1), m.group(2) == "s", fps, key=key, text=raw)
+        except ConfigError as exc:  # name the prompt schedule's form, not a motion schedule's
+            raise ConfigError(key, raw, SCHEDULE_FORM, exc.hint) from None
         if frame in by_frame:
             raise ConfigError(key, raw, SCHEDULE_FORM, f"keys {by_frame[frame][0]!r} and "
                               f"{label!r} both fall on frame {frame}")

@@ -20,8 +20,9 @@ name it references outside the allowlist is classified:
 
 Then the `state_dict` (Lightning) or the dict itself is extracted; every entry must be a tensor
 (a placeholder there is refused), and it is written atomically as safetensors. `cached_safetensors`
-converts once and keeps `<stem>.safetensors` plus `<stem>.safetensors.json` (source size and mtime)
-next to the checkpoint. Legacy non-zip checkpoints (torch < 1.6) get the strict path only.
+converts once and keeps `<stem>.safetensors` plus `<stem>.safetensors.json` (source size and mtime,
+output size, mtime and sha256: a truncated or altered output is converted again) next to the
+checkpoint. Legacy non-zip checkpoints (torch < 1.6) get the strict path only.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ DENY_NAMES = frozenset({
     "breakpoint", "load", "loads", "load_module", "read_pickle", "fromfile", "memmap", "remove",
     "unlink", "rmtree", "rmdir", "kill", "globals", "locals", "vars", "partial", "methodcaller",
     "attrgetter", "itemgetter", "reduce", "_reconstruct_from_code", "FunctionType", "CodeType",
+    "_load_from_bytes", "_import_dotted_name",  # torch internals: unpickle bytes, import by name
 })
 SAFE_BUILTINS = frozenset({"object", "int", "float", "str", "bytes", "tuple", "list", "dict",
                            "frozenset", "slice", "range", "bool", "complex", "set", "bytearray"})
@@ -222,11 +224,29 @@ def write_safetensors(tensors: dict[str, Any], out_path: Path, metadata: dict[st
     tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     try:
         save_file(flat, str(tmp), metadata=metadata)
+        _sort_metadata(tmp)
         _fsync(tmp)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     _fsync(out_path.parent)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its `__metadata__` keys sorted, in place: safetensors
+    writes them in hash-map order, which changes from run to run, so the same checkpoint would
+    convert to different bytes. The header keeps its length, so no data offset moves."""
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        if not isinstance(header.get("__metadata__"), dict):
+            return
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:  # never expected: keep safetensors' own header
+            return
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
 
 
 def convert_ckpt(ckpt_path: Path, out_path: Path, *, prefix: str = "") -> dict[str, Any]:
@@ -258,7 +278,8 @@ def cached_safetensors(ckpt_path: Path, *, prefix: str = "") -> Path:
         info = convert_ckpt(ckpt, out, prefix=prefix)
         record = {"source": ckpt.name, "source_size": st.st_size,
                   "source_mtime_ns": st.st_mtime_ns, "prefix": prefix,
-                  "code_version": CODE_VERSION, **info}
+                  "code_version": CODE_VERSION, **info, "sha256": _sha256(out),
+                  "mtime_ns": out.stat().st_mtime_ns}
         tmp = meta.with_name(f".{meta.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
         _fsync(tmp)
@@ -266,12 +287,25 @@ def cached_safetensors(ckpt_path: Path, *, prefix: str = "") -> Path:
     return out
 
 
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _cache_valid(ckpt: Path, out: Path, meta: Path, prefix: str) -> bool:
+    """The conversion is current: same source, and the output has its recorded size and (when
+    its mtime moved since the conversion, e.g. edited in place) its recorded sha256."""
     try:
         record = json.loads(meta.read_text())
-        st = ckpt.stat()
+        st, got = ckpt.stat(), out.stat()
         return (record["source_size"] == st.st_size and record["source_mtime_ns"] == st.st_mtime_ns
                 and record["prefix"] == prefix and record["code_version"] == CODE_VERSION
-                and out.stat().st_size == record["size"])
+                and got.st_size == record["size"]
+                and (got.st_mtime_ns == record["mtime_ns"] or _sha256(out) == record["sha256"]))
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -106,8 +106,10 @@ def check_overrides(overrides: list[str]) -> None:
                 continue
             if key in HYDRA_KEYS or key.startswith(HYDRA_PREFIXES):
                 continue
-            raise _refused(item, ", ".join(HYDRA_KEYS + tuple(p + "<key>" for p in HYDRA_PREFIXES))
-                           + ", hydra.launcher.<" + "|".join(launcher_keys()) + ">",
+            raise _refused(item, "hydra.run.dir, hydra.sweep.dir, hydra.sweep.subdir, hydra.mode, "
+                           "hydra.job.chdir|name|id|num, hydra.verbose, hydra.output_subdir, "
+                           "hydra.job_logging.root.level, hydra.sweeper.params.<key>, and the "
+                           "resource keys of conf/hydra/launcher/ as hydra.launcher.<key>",
                            "other Hydra settings can run code, set the environment or write "
                            "files; edit conf/ instead")
 
@@ -161,9 +163,13 @@ def hydra_error(exc: BaseException) -> PromptreelError:
     if m:
         key, value = m.group(1), m.group(2).strip()[len(m.group(1)) + 1:]
         parent = getattr(cause, "parent_node", None)
-        known = sorted(str(k) for k in parent.keys() if k not in ("hydra", "_target_")) \
+        known = sorted((k for k in parent.keys() if k not in ("hydra", "_target_")), key=str) \
             if hasattr(parent, "keys") else []
-        hint = f"known keys: {', '.join(known)}; " if known else ""
+        full = re.sub(r"\[(\d+)\]", r".\1", str(getattr(cause, "full_key", "") or key))
+        missing = getattr(cause, "key", None)
+        where = full.rpartition(".")[0] or "the config"
+        hint = (f"no key {missing!r} in {where}; known keys: {', '.join(map(repr, known))}; "
+                if known and missing is not None else "")
         return ConfigError(key, value, "an existing key (misspelt?)",
                            f"{hint}to add a new key write +{key}={value}")
     m = re.match(r"Could not append to config\. An item is already at '([^']+)'", text)
@@ -200,7 +206,7 @@ def cli(main: Callable[[], Any], argv: list[str]) -> None:
     any bad input ends as `error: <message>` on stderr with exit code 2, never a traceback."""
     try:
         check_overrides(cli_overrides(argv))
-        os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let Hydra's errors reach us
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors to us (even if set to 0)
         main()
     except PromptreelError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -283,9 +289,8 @@ def check_semantics(cfg: Any) -> None:
         for j, spec in enumerate(shot.image_prompts):
             path, _w, _s = parse_image_prompt(spec, key=f"{key}.image_prompts.{j}")
             check_image_file(path, f"{key}.image_prompts.{j}")
-        if choice.name == "vqgan_clip" and cfg.vqgan.source == "dead" and i == 0:
-            raise ConfigError("vqgan", cfg.vqgan.name, "a model whose download is alive",
-                              cfg.vqgan.notes or "its host is gone")
+        if choice.name == "vqgan_clip" and cfg.vqgan.source == "dead":
+            _check_dead_model(cfg.vqgan, cfg.runtime.models_dir)
     after = [planned_frames(shot_frames(s, film.fps), cfg.shot_speed(s), film.fps,
                             key=f"film.shots.{i}.speed" if s.speed is not None else "speed")
              for i, s in enumerate(film.shots)]
@@ -298,7 +303,15 @@ def check_semantics(cfg: Any) -> None:
                               f"a cross-fade must be shorter than both shots: {after[i]} and "
                               f"{after[i + 1]} frames after speed changes")
     timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps)  # lengths add up
+    _check_export_size(cfg)
     st = cfg.soundtrack
+    if st.source == "musicgen_melody" and cfg.music_model is not None \
+            and not (cfg.music_model.arch or {}).get("melody"):
+        why = ("debug.music_model put a generated model here, and a generated model cannot "
+               "follow a melody" if cfg.debug.music_model == st.model else
+               "soundtrack=musicgen_melody follows a melody; this model only reads text")
+        raise ConfigError("soundtrack.model", st.model, "a melody model (arch.melody: true in "
+                          "conf/soundtrack/models/), e.g. musicgen_melody", why)
     if st.source in ("file", "musicgen_melody"):
         from engines.audio import check_audio_file
 
@@ -306,3 +319,24 @@ def check_semantics(cfg: Any) -> None:
         check_audio_file(path, f"soundtrack.{'file' if st.source == 'file' else 'melody'}")
     if cfg.refine.method == "cyclegan" and cfg.refine.checkpoint:
         check_checkpoint_file(cfg.refine.checkpoint, "refine.checkpoint")
+
+
+def _check_dead_model(entry: Any, models_dir: Any) -> None:
+    """A registry entry whose host is gone renders only if its files are already on disk."""
+    from engines import weights
+
+    problems = weights.preflight([entry], Path(models_dir))
+    if problems:
+        raise ConfigError("vqgan", entry.name, "a model whose download is alive, or whose files "
+                          f"are already in {weights.model_dir(entry, Path(models_dir))}",
+                          entry.notes or "its host is gone")
+
+
+def _check_export_size(cfg: Any) -> None:
+    """The export's pixel format fits its size (4:2:0 needs even sides), before any rendering."""
+    from engines.editing import check_even
+
+    ex, res = cfg.export, cfg.resolution
+    check_even(ex, ex.width or res.width, ex.height or res.height,
+               keys=("export.width" if ex.width else "resolution.width",
+                     "export.height" if ex.height else "resolution.height"))

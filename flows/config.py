@@ -113,6 +113,15 @@ class Shot(Frozen):
     def _name(cls, v: str) -> str:
         return slug(v)
 
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        """Keyframe keys as text: YAML `{0: a, 30: b}` and Hydra's `+...prompts={0: a}` give ints."""
+        if isinstance(v, dict):
+            return {k if isinstance(k, str) or isinstance(k, bool) else str(k): x
+                    for k, x in v.items()}
+        return v
+
     @model_validator(mode="after")
     def _length(self) -> Shot:
         if (self.frames is None) == (self.seconds is None):
@@ -249,6 +258,12 @@ def validation_error(exc: ValidationError, prefix: str = "",
     `model`: the model validated (its fields are listed when a key is unknown)."""
     errors = exc.errors()
     err = errors[0]
+    # a union (`str | dict[str, str]`) fails once per member: a member that got further in
+    # (the dict, at one of its values) says more than "a valid string"
+    deeper = [e for e in errors if _loc(e).startswith(_loc(err) + ".")]
+    if deeper:
+        errors = deeper
+        err = max(deeper, key=lambda e: len(_loc(e)))
     loc = _loc(err)
     key = ".".join(p for p in (prefix, loc) if p) or "config"
     if err["type"] == "extra_forbidden":
@@ -257,7 +272,7 @@ def validation_error(exc: ValidationError, prefix: str = "",
                            f"known keys: {', '.join(sorted(known))}" if known else "")
     if err["type"] == "missing":
         return ConfigError(key, None, "a value is required")
-    # a union (`str | dict`) fails once per member: accept any of them
+    # same key, several members failed: accept any of them
     parts = [_accepted(e) for e in errors if _loc(e) == loc]
     accepted = " or ".join(dict.fromkeys(what for what, _ in parts))
     return ConfigError(key, err.get("input"), accepted, parts[0][1])
@@ -286,6 +301,18 @@ def _types(annotation: Any) -> list[Any]:
     for arg in get_args(annotation):
         out += _types(arg)
     return out
+
+
+def _unique_shot_names(film: Any) -> None:
+    """Two shots with one name: ConfigError on the second one's `name` key."""
+    shots = film.get("shots") if isinstance(film, dict) else None
+    seen: dict[Any, int] = {}
+    for i, shot in enumerate(shots if isinstance(shots, list) else []):
+        name = shot.get("name") if isinstance(shot, dict) else None
+        if name in seen:
+            raise ConfigError(f"film.shots.{i}.name", name, "a name no other shot has",
+                              f"film.shots.{seen[name]} is also named {name!r}")
+        seen.setdefault(name, i)
 
 
 def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
@@ -333,6 +360,11 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
     raw_refine = dict(raw.get("refine") or {"method": "none"})
     if debug.cyclegan_model and raw_refine.get("method") == "cyclegan":
         raw_refine["model"] = debug.cyclegan_model
+    for source, key in (("file", "file"), ("musicgen_melody", "melody")):
+        if raw_sound.get("source") == source and not raw_sound.get(key):
+            raise ConfigError(f"soundtrack.{key}", raw_sound.get(key), "a path to an audio file",
+                              f"soundtrack={source} needs soundtrack.{key}=/abs/path/track.wav")
+    _unique_shot_names(raw.get("film"))
     soundtrack = _validated(SoundtrackSettings, raw_sound, "soundtrack")
     refine = _validated(RefineSettings, raw_refine, "refine")
     try:

@@ -1,8 +1,11 @@
 """`make doctor`: check the environment a render needs and say what to fix.
 
 Checks: ffmpeg (the bundled binary runs and has the encoders the presets use), PyTorch and the
-GPU, free disk under the cache and models directories, the models a preset needs (present, or
-downloadable), and whether a Prefect server is reachable when one is configured.
+GPU (a CUDA device when `runtime.device` asks for one), free disk under the cache and models
+directories, the models a preset needs (present, or generated on first use), and whether a
+Prefect server is reachable when one is configured. Each check prints `ok   <what was found>` or
+`FIX  <what is wrong>` followed by `     fix: <what to do>`; the exit code is 1 if anything needs
+fixing, else 0.
 """
 
 from __future__ import annotations
@@ -10,13 +13,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Any
+from typing import Any, NamedTuple
 
 MIN_FREE_GB = 5.0
 ENCODERS = ("libx264", "libx265", "libvpx-vp9", "prores_ks", "aac", "libopus", "gif")
 
 
-def check_ffmpeg() -> tuple[bool, str]:
+class Check(NamedTuple):
+    ok: bool
+    line: str  # what was found
+    fix: str = ""  # what to do, when not ok
+
+
+def check_ffmpeg() -> Check:
     try:
         import imageio_ffmpeg
 
@@ -24,69 +33,91 @@ def check_ffmpeg() -> tuple[bool, str]:
         out = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True, text=True,
                              timeout=30).stdout
     except Exception as exc:  # noqa: BLE001 - reported to the user
-        return False, f"ffmpeg: not usable ({exc}); run `make setup` (imageio-ffmpeg bundles it)"
+        return Check(False, f"ffmpeg: not usable ({exc})",
+                     "run `make setup` (imageio-ffmpeg bundles ffmpeg)")
     missing = [e for e in ENCODERS if e not in out]
     if missing:
-        return False, f"ffmpeg {exe}: missing encoders {missing}"
-    return True, f"ffmpeg {exe}: all export encoders present"
+        return Check(False, f"ffmpeg {exe}: missing encoders {', '.join(missing)}",
+                     "reinstall imageio-ffmpeg (`make setup`), or use an export preset whose "
+                     "encoder is present")
+    return Check(True, f"ffmpeg {exe}: all export encoders present")
 
 
-def check_torch() -> tuple[bool, str]:
+def check_torch(device: str = "auto") -> Check:
     try:
         import torch
     except ImportError:
-        return False, "torch: not installed; run `make setup`"
+        return Check(False, "torch: not installed", "run `make setup`")
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         free, total = torch.cuda.mem_get_info()
-        return True, (f"torch {torch.__version__}, CUDA: {', '.join(names)}, "
-                      f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
-    return True, (f"torch {torch.__version__}, no CUDA GPU visible: renders run on the CPU "
-                  "(slow; fine for `make smoke`)")
+        return Check(True, f"torch {torch.__version__}, CUDA GPU: {', '.join(names)}, "
+                     f"{free / 2**30:.1f} of {total / 2**30:.1f} GiB free")
+    if str(device).startswith("cuda"):
+        return Check(False, f"torch {torch.__version__}: runtime.device={device} but no CUDA "
+                     "GPU is visible", "check the driver with `nvidia-smi` (and "
+                     "CUDA_VISIBLE_DEVICES), or render with runtime.device=cpu or auto")
+    return Check(True, f"torch {torch.__version__}, no CUDA GPU visible: renders run on the CPU "
+                 "(slow; fine for `make smoke`)")
 
 
-def check_disk(path: Any, label: str) -> tuple[bool, str]:
-    os.makedirs(path, exist_ok=True)
-    free = shutil.disk_usage(path).free / 2**30
-    ok = free >= MIN_FREE_GB
-    return ok, (f"{label} {path}: {free:.1f} GiB free"
-                + ("" if ok else f" (under {MIN_FREE_GB} GiB: free space or move it)"))
+def check_disk(path: Any, label: str) -> Check:
+    try:
+        os.makedirs(path, exist_ok=True)
+        free = shutil.disk_usage(path).free / 2**30
+    except OSError as exc:
+        return Check(False, f"{label} {path}: cannot be created or read ({exc.strerror or exc})",
+                     f"make it writable, or point runtime.{label}_dir at another folder")
+    if free < MIN_FREE_GB:
+        return Check(False, f"{label} {path}: {free:.1f} GiB free, under {MIN_FREE_GB:g} GiB",
+                     f"free space there, or point runtime.{label}_dir at a larger disk")
+    return Check(True, f"{label} {path}: {free:.1f} GiB free")
 
 
-def check_models(cfg: Any) -> list[tuple[bool, str]]:
+def check_models(cfg: Any) -> list[Check]:
     from engines import weights
     from flows.pre_production import model_entries
 
     out = []
     for entry in model_entries(cfg):
         if entry.source == "generated":
-            out.append((True, f"model {entry.name}: generated on first use"))
+            out.append(Check(True, f"model {entry.name}: generated on first use"))
             continue
         problems = weights.preflight([entry], cfg.runtime.models_dir)
-        out.append((not problems, f"model {entry.name}: " + ("present" if not problems else
-                    "; ".join(problems) + " (fetch with `make fetch-models`)")))
+        if not problems:
+            out.append(Check(True, f"model {entry.name}: present"))
+            continue
+        out.append(Check(False, f"model {entry.name}: " + "; ".join(problems),
+                         f"on a connected machine run `make fetch-models conf={cfg.film.name}` "
+                         "(it downloads into runtime.models_dir), or copy the files there"))
     return out
 
 
-def check_prefect() -> tuple[bool, str]:
+def check_prefect() -> Check:
     url = os.environ.get("PREFECT_API_URL")
     if not url:
-        return True, "prefect: no server configured; each render starts a temporary one " \
-                     "(`make server` for the UI and schedules)"
+        return Check(True, "prefect: no server configured; each render starts a temporary one "
+                     "(`make server` for the UI and schedules)")
     import httpx
 
     try:
         httpx.get(url.rstrip("/") + "/health", timeout=5).raise_for_status()
-        return True, f"prefect: server at {url} is up"
+        return Check(True, f"prefect: server at {url} is up")
     except Exception as exc:  # noqa: BLE001
-        return False, f"prefect: server at {url} unreachable ({exc}); run `make server`"
+        return Check(False, f"prefect: server at {url} unreachable ({exc})",
+                     "start it with `make server`, or unset PREFECT_API_URL to let each render "
+                     "start a temporary one")
 
 
 def doctor(cfg: Any) -> int:
-    checks = [check_ffmpeg(), check_torch(), check_disk(cfg.runtime.cache_dir, "cache"),
+    """Print every check; return the exit code (1 if anything needs fixing)."""
+    checks = [check_ffmpeg(), check_torch(cfg.runtime.device),
+              check_disk(cfg.runtime.cache_dir, "cache"),
               check_disk(cfg.runtime.models_dir, "models"), *check_models(cfg), check_prefect()]
-    for ok, line in checks:
-        print(("ok   " if ok else "FIX  ") + line)
-    bad = sum(not ok for ok, _ in checks)
+    for check in checks:
+        print(("ok   " if check.ok else "FIX  ") + check.line)
+        if not check.ok:
+            print(f"     fix: {check.fix}")
+    bad = sum(not c.ok for c in checks)
     print(f"\n{len(checks) - bad} ok, {bad} to fix")
     return 1 if bad else 0

@@ -37,6 +37,23 @@ from flows.pre_production import model_entries, pre_production  # noqa: E402
 from flows.production import production  # noqa: E402
 
 log = logging.getLogger("promptreel")
+
+
+class ExpectedErrors(logging.Filter):
+    """Prefect logs a failed task's or flow's exception with its traceback, once per level of
+    nesting (three times for one error). A PromptreelError is bad input or a missing resource,
+    which the user fixes from its message, printed once at the end as `error: ...`: its records
+    keep their one-line message and lose the traceback. Any other exception (a bug) keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PromptreelError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+for _name in ("prefect.task_runs", "prefect.flow_runs"):
+    if not any(isinstance(f, ExpectedErrors) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(ExpectedErrors())
 SHOW = "--show" in sys.argv
 FETCH = "--fetch-models" in sys.argv
 DOCTOR = "--doctor" in sys.argv
@@ -207,18 +224,10 @@ def main(dcfg: DictConfig) -> None:
         cfg = to_config(dcfg)
         if cfg.seed_drawn:
             log.info("seed -1: drew seed %d (recorded in run.json)", cfg.seed)
-        if SHOW:
-            show(cfg)
-            return
-        if DOCTOR:
-            from flows.doctor import doctor
-
-            sys.exit(doctor(cfg))
-        if FETCH:
-            from tasks.select_models import prepare
-
-            for entry in model_entries(cfg):
-                print(entry.name, "->", prepare(entry, cfg.runtime.models_dir, download=True))
+        if SHOW or DOCTOR or FETCH:
+            code = read_only(cfg)
+            if code:
+                sys.exit(code)
             return
         api = start_prefect_api()  # only now: a config error must not leave a server starting
         if api is None:
@@ -246,5 +255,36 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def read_only(cfg) -> int:
+    """--show, --doctor, --fetch-models: report on (or fetch for) a config; render nothing."""
+    if SHOW:
+        show(cfg)
+    elif DOCTOR:
+        from flows.doctor import doctor
+
+        return doctor(cfg)
+    elif FETCH:
+        from tasks.select_models import prepare
+
+        for entry in model_entries(cfg):
+            print(entry.name, "->", prepare(entry, cfg.runtime.models_dir, download=True))
+    return 0
+
+
+def main_read_only(argv: list[str]) -> None:
+    """The read-only flags, composed as a render would be but without Hydra's run directory
+    (nothing is left in outputs/runs/). Multirun goes through Hydra (`main`) as usual."""
+    from flows.checks import cli_overrides
+
+    cfg = compose_config(cli_overrides(argv))
+    if cfg.seed_drawn:
+        print(f"seed -1: drew seed {cfg.seed}", file=sys.stderr)
+    sys.exit(read_only(cfg))
+
+
 if __name__ == "__main__":
-    cli(main, sys.argv[1:])  # overrides checked before Hydra acts; bad input -> `error: ...`, exit 2
+    # overrides checked before Hydra acts; bad input -> `error: ...`, exit 2
+    if (SHOW or DOCTOR or FETCH) and not {"-m", "--multirun"} & set(sys.argv[1:]):
+        cli(lambda: main_read_only(sys.argv[1:]), sys.argv[1:])
+    else:
+        cli(main, sys.argv[1:])

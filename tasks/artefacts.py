@@ -10,6 +10,14 @@ the keys of its upstream artefacts: nothing else (no paths, devices, run ids or 
 
 A per-key file lock (`<key>.lock`) makes two processes (or two boxes on shared storage) never work
 on the same key at once: the second waits, then finds the committed artefact and reuses it.
+
+After a crash: a `<key>.work/` is never trusted (not even with a manifest inside); the next build of
+that key starts it afresh (or resumes it, for resumable tasks such as generate_frames), and a
+commit deletes leftover temporary files (`.*`, `*.tmp`, `*.part`) instead of keeping them. Work
+dirs of keys no config asks for any more are ignored; `<key>.lock` files are empty and harmless.
+
+`kill_point` is a crash-test hook (tests/reliability/test_kill.py), inert unless the environment
+variable `PROMPTREEL_TEST_KILL_AT` is set.
 """
 
 from __future__ import annotations
@@ -18,10 +26,14 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
+import signal
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +42,47 @@ from filelock import FileLock
 
 from engines.errors import CorruptArtefactError, PromptreelError
 
+log = logging.getLogger("promptreel")
+
 MANIFEST = "manifest.json"
+KILL_ENV = "PROMPTREEL_TEST_KILL_AT"  # crash-test hook: `<task>:<point>`, see kill_point
+CURRENT_TASK: ContextVar[str] = ContextVar("promptreel_task", default="")  # set by run_cached
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_temporary(name: str) -> bool:
+    """Names of in-progress files (atomic writes, ffmpeg `.part` outputs): never part of an
+    artefact; a commit deletes them."""
+    return name.startswith(".") or name.endswith((".tmp", ".part"))
+
+
+# ---------------------------------------------------------------- crash-test hook
+def kill_armed(point: str) -> bool:
+    """True when $PROMPTREEL_TEST_KILL_AT is `<running task>:<point>` (always False when unset)."""
+    want = os.environ.get(KILL_ENV)
+    return bool(want) and want == f"{CURRENT_TASK.get()}:{point}"
+
+
+def kill_point(point: str, child: subprocess.Popen | None = None) -> None:
+    """Crash-test hook for tests/reliability/test_kill.py; does nothing unless
+    $PROMPTREEL_TEST_KILL_AT is `<task>:<point>` for the task running now. Then it SIGKILLs
+    `child` (a running ffmpeg) and this process, as `kill -9` or a power cut would. Points:
+    `frame:<i>` (tasks/frame_sink.py: frame i's PNG is on disk, its progress record is not),
+    `ffmpeg` (tasks/ffmpeg.py: the task's first ffmpeg is running and has opened its output),
+    `commit` (Work.commit: the manifest is written inside `<key>.work/`, not yet renamed)."""
+    if not kill_armed(point):
+        return
+    if child is not None:
+        child.kill()
+        child.wait()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 # ---------------------------------------------------------------- keys
@@ -69,12 +121,18 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def disk_full(path: Path | str) -> PromptreelError:
+    """The error for ENOSPC (or a full quota) while writing `path`."""
+    path = Path(path)
+    return PromptreelError(
+        f"disk full while writing {path}: free space on the disk that holds {path.parent} (or "
+        "point runtime.cache_dir at a larger disk) and run the same command again; committed "
+        "artefacts are intact and will be reused")
+
+
 def _disk_error(path: Path, exc: OSError) -> PromptreelError:
-    if exc.errno == errno.ENOSPC:
-        return PromptreelError(
-            f"disk full while writing {path}: free space on {path.anchor or '/'} (or point "
-            "runtime.cache_dir at a larger disk) and run the same command again; committed "
-            "artefacts are intact and will be reused")
+    if exc.errno in DISK_FULL:
+        return disk_full(path)
     return PromptreelError(f"cannot write {path}: {exc.strerror or exc}")
 
 
@@ -84,7 +142,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # as a plain open() would, not mkstemp's 0600
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -191,6 +252,7 @@ class Store:
     def _quarantine(self, directory: Path, why: str) -> None:
         """Move a corrupt artefact out of the way (kept for inspection, never trusted)."""
         target = directory.with_name(f"{directory.name}.corrupt")
+        log.warning("corrupt artefact, rebuilding it: %s (moved to %s)", why, target)
         shutil.rmtree(target, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.replace(directory, target)
@@ -220,16 +282,19 @@ class Work:
     def commit(self, meta: Mapping[str, Any] | None = None, *, code_version: str = "",
                config: Any = None, upstream: Sequence[str] = ()) -> Artefact:
         """List every file (size + sha256), write the manifest last, rename into place."""
+        for fp in sorted(self.path.rglob("*"), reverse=True):  # a crashed write's leftovers
+            if is_temporary(fp.name):
+                shutil.rmtree(fp) if fp.is_dir() and not fp.is_symlink() else fp.unlink()
         files = {}
         for fp in sorted(p for p in self.path.rglob("*") if p.is_file()):
             rel = fp.relative_to(self.path).as_posix()
-            if rel == MANIFEST or fp.name.endswith(".tmp") or fp.name.startswith(".") :
-                continue
-            files[rel] = describe_file(fp)
+            if rel != MANIFEST:
+                files[rel] = describe_file(fp)
         manifest = {"task": self.task, "key": self.key, "code_version": code_version,
                     "upstream": list(upstream), "files": files, "meta": dict(meta or {}),
                     "config": canonical(config) if config is not None else None}
         write_json(self.path / MANIFEST, manifest)
+        kill_point("commit")
         final = self.store.dir(self.task, self.key)
         if final.exists():  # a corrupt leftover: replace it
             shutil.rmtree(final)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.artefacts import Artefact, Store, artefact_key
+from tasks.artefacts import CURRENT_TASK, DISK_FULL, Artefact, Store, artefact_key, disk_full
 
 log = logging.getLogger("promptreel")
 
@@ -75,10 +75,18 @@ def run_cached(task: str, code_version: Version, params: Mapping[str, Any],
         with store.lock(task, key):
             artefact = store.load(task, key)  # another process may have made it meanwhile
             if artefact is None:
-                work = store.begin(task, key, fresh=not resumable)
-                meta = build(work.path)
-                artefact = work.commit(meta, code_version=code_version, config=config,
-                                       upstream=upstream)
+                token = CURRENT_TASK.set(task)  # for the crash-test hook (artefacts.kill_point)
+                try:
+                    work = store.begin(task, key, fresh=not resumable)
+                    meta = build(work.path)
+                    artefact = work.commit(meta, code_version=code_version, config=config,
+                                           upstream=upstream)
+                except OSError as exc:  # any write of the build: say "disk full", not a trace
+                    if exc.errno in DISK_FULL:
+                        raise disk_full(exc.filename or store.dir(task, key)) from exc
+                    raise
+                finally:
+                    CURRENT_TASK.reset(token)
                 _record(task, key, False, started)
                 return artefact
     log.info("%s: cached %s", task, key)
@@ -87,6 +95,9 @@ def run_cached(task: str, code_version: Version, params: Mapping[str, Any],
 
 
 def _record(task: str, key: str, cached: bool, started: float) -> None:
+    last = LEDGER[-1] if LEDGER else {}
+    if cached and (last.get("task"), last.get("key"), last.get("cached")) == (task, key, True):
+        return  # Prefect found no stored result for a valid key and ran the task: one call
     LEDGER.append({"task": task, "key": key, "cached": cached,
                    "seconds": round(time.perf_counter() - started, 3)})
 

@@ -4,7 +4,9 @@
   PyAV, which links the same libav* libraries).
 - `run(stream, what=...)` compiles an ffmpeg-python graph to an argv list, puts the global
   options first (`-nostdin -hide_banner -nostats -loglevel error -y`), runs it with stdin closed
-  and stderr captured, and raises `PromptreelError` naming `what` and the last lines of stderr.
+  and stderr captured, and raises `PromptreelError` naming `what` and the last lines of stderr
+  (or, when ffmpeg says "No space left on device", the cache's "disk full" error naming the
+  output). The crash-test hook `tasks.artefacts.kill_point` can kill it mid-encode.
 - `OUTPUT_BITEXACT` are the output options that keep files byte-identical across runs on one
   machine: no encoder version strings or creation times (`+bitexact`), no metadata copied from
   inputs (`-map_metadata -1`, `-map_chapters -1`).
@@ -18,12 +20,14 @@ a filter must carry text (e.g. drawtext).
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from engines.errors import PromptreelError
+from tasks.artefacts import disk_full, kill_armed, kill_point
 
 GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y")
 OUTPUT_BITEXACT: dict[str, Any] = {"fflags": "+bitexact", "flags": "+bitexact",
@@ -46,6 +50,12 @@ def argv(stream: Any) -> list[str]:
 
 def run_argv(args: list[str], *, what: str, timeout: float | None = None) -> str:
     """Run an ffmpeg argv list; return stderr; raise PromptreelError (with `what`) on failure."""
+    if kill_armed("ffmpeg"):  # crash-test hook (tasks/artefacts.py): die in mid-encode
+        child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        while child.poll() is None and not Path(args[-1]).exists():
+            time.sleep(0.001)
+        kill_point("ffmpeg", child)
     try:
         proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True,
                               timeout=timeout, check=False)
@@ -55,6 +65,8 @@ def run_argv(args: list[str], *, what: str, timeout: float | None = None) -> str
     except subprocess.TimeoutExpired:
         raise PromptreelError(f"ffmpeg took longer than {timeout} s while {what}") from None
     err = proc.stderr.decode("utf-8", "replace")
+    if proc.returncode != 0 and "No space left on device" in err:
+        raise disk_full(args[-1])
     if proc.returncode != 0:
         tail = "\n".join(err.strip().splitlines()[-STDERR_LINES:]) or "(no output)"
         raise PromptreelError(f"ffmpeg failed while {what} (exit {proc.returncode}):\n{tail}")

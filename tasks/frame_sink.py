@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.artefacts import describe_file, sha256_file, write_bytes, write_json
+from tasks.artefacts import describe_file, kill_point, sha256_file, write_bytes, write_json
 
 
 def frame_name(index: int) -> str:
@@ -62,6 +62,7 @@ class DirectorySink:
         Image.fromarray(image).save(buf, format="PNG", optimize=False, compress_level=6)
         path = self.work / frame_name(index)
         write_bytes(path, buf.getvalue())
+        kill_point(f"frame:{index}")  # crash-test hook (inert unless PROMPTREEL_TEST_KILL_AT)
         buf = io.BytesIO()
         torch.save({**state, "_frame": index}, buf)
         write_bytes(self.work / "state.pt", buf.getvalue())

@@ -157,10 +157,29 @@ def test_write_wav_is_atomic_and_exact(tmp_path):
     assert sr == SR and sf.info(path).subtype == "FLOAT"
     np.testing.assert_array_equal(data.T, x)
     before = path.read_bytes()
-    with pytest.raises(Exception):  # noqa: B017 - soundfile rejects a zero sample rate
+    with pytest.raises(ValueError, match="sample rate"):
         audio.write_wav(path, x, 0)
     assert path.read_bytes() == before  # the old file is untouched
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.wav"]  # no temp left behind
+
+
+def test_write_wav_same_audio_same_bytes_and_umask_permissions(tmp_path):
+    """A re-render's soundtrack is byte-identical (no write-time stamp), and readable by the
+    group/others as the umask allows (not mkstemp's owner-only 0600)."""
+    import os
+    import time
+
+    x = music_like(0.5, 0.3)[None]
+    a = audio.write_wav(tmp_path / "a.wav", x, SR)
+    time.sleep(1.1)  # a timestamp in the file would now differ
+    b = audio.write_wav(tmp_path / "b.wav", x, SR)
+    assert a.read_bytes() == b.read_bytes()
+    old = os.umask(0o022)
+    try:
+        c = audio.write_wav(tmp_path / "c.wav", x, SR)
+    finally:
+        os.umask(old)
+    assert c.stat().st_mode & 0o777 == 0o644
 
 
 def test_check_audio_file_errors_name_key_and_path(tmp_path):

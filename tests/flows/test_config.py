@@ -76,3 +76,56 @@ def test_overrides_that_could_run_code_are_refused() -> None:
 def test_config_error_names_key_value_and_accepted() -> None:
     err = ConfigError("resolution.width", -1, "an integer > 0")
     assert str(err) == "resolution.width: bad value -1; accepted: an integer > 0"
+
+
+def test_odd_size_for_yuv420p_fails_before_rendering() -> None:
+    """4:2:0 video needs even sides: refused at config time, naming the setting that gave it."""
+    with pytest.raises(ConfigError) as info:
+        compose_config(["film=smoke", "resolution.width=97"])
+    assert info.value.key == "resolution.width" and info.value.value == 97
+    with pytest.raises(ConfigError) as info:
+        compose_config(["film=smoke", "export.height=63"])
+    assert info.value.key == "export.height"
+    compose_config(["film=smoke", "resolution.width=97", "export.width=96"])  # scaled on export
+
+
+def test_melody_soundtrack_needs_a_melody_model(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    tune = tmp_path / "tune.wav"
+    sf.write(tune, np.zeros(16000, dtype=np.float32), 16000)
+    with pytest.raises(ConfigError) as info:
+        compose_config(["film=smoke", "soundtrack=musicgen_melody", f"soundtrack.melody={tune}"])
+    assert info.value.key == "soundtrack.model" and "melody model" in str(info.value)
+
+
+def test_dead_vqgan_is_refused_unless_its_files_are_in_place(tmp_path: Path) -> None:
+    from engines import weights
+
+    overrides = ["film=klee_garden", "vqgan=wikiart_1024", f"runtime.models_dir={tmp_path}"]
+    with pytest.raises(ConfigError) as info:
+        compose_config(overrides)
+    assert info.value.key == "vqgan" and "wikiart_1024" in str(info.value)
+    entry = weights.load_entry("vqgan", "wikiart_1024", ROOT / "conf")
+    folder = weights.model_dir(entry, tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "model.yaml").write_text("model: {}\n")
+    with open(folder / "last.ckpt", "wb") as f:  # sparse: the published size, no disk used
+        f.truncate(958_000_000)
+    cfg = compose_config(overrides)
+    assert cfg.vqgan.name == "wikiart_1024"
+
+
+def test_show_prints_the_plan_and_leaves_no_run_directory(tmp_path: Path) -> None:
+    """`make show` is read-only: the resolved config and timeline on stdout, nothing on disk."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "flows.render", "film=smoke", "seed=7", "--show"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert '"seed": 7' in proc.stdout and "a garden at night" in proc.stdout
+    assert list(tmp_path.iterdir()) == []

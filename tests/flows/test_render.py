@@ -132,3 +132,24 @@ def test_offline_real_model_fails_fast_naming_file_destination_and_url(tmp_path:
     assert str(models) in err
     assert not [p for p in models.rglob("*") if p.is_file()]
     assert "Traceback" not in proc.stderr
+
+
+def test_prefect_logs_a_user_error_without_traceback_and_a_bug_with_one() -> None:
+    """Prefect logs a failed task's exception with its traceback; for a PromptreelError (the
+    user fixes it from the message) the record keeps its line and loses the traceback."""
+    import logging
+    import sys
+
+    from engines.errors import PromptreelError
+    from flows.render import ExpectedErrors
+
+    assert any(isinstance(f, ExpectedErrors) for f in logging.getLogger("prefect.task_runs").filters)
+    for exc, kept in ((PromptreelError("disk full"), False), (RuntimeError("a bug"), True)):
+        try:
+            raise exc
+        except Exception:
+            record = logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1,
+                                       "Task run failed", None, sys.exc_info())
+        assert ExpectedErrors().filter(record)
+        text = logging.Formatter().format(record)
+        assert text.startswith("Task run failed") and ("Traceback" in text) == kept
