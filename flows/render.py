@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 from prefect import flow  # noqa: E402
 
 from engines.errors import PromptreelError  # noqa: E402
+from flows import prefect_server  # noqa: E402
 from flows.checks import check_overrides, cli, hydra_error  # noqa: E402
 from flows.post_production import post_production  # noqa: E402
 from flows.pre_production import model_entries, pre_production  # noqa: E402
@@ -185,31 +186,6 @@ def render_overrides(overrides: list[str], run_dir_of=None) -> dict:
         handler.close()
 
 
-def start_prefect_api():
-    """Start Prefect's temporary API server in a background thread (when no PREFECT_API_URL is
-    set), so its few seconds of start-up overlap with checking the config and importing torch.
-    Returns the thread to join before the first flow, or None. If it fails, the first flow starts
-    the server itself and reports the error."""
-    import threading
-
-    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
-
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        return None
-
-    def start() -> None:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        try:
-            SubprocessASGIServer().start()  # a per-process singleton: the flows reuse it
-        except Exception as exc:  # noqa: BLE001 - the first flow retries and raises
-            log.debug("early Prefect server start failed: %s", exc)
-
-    thread = threading.Thread(target=start, name="prefect-api", daemon=True)
-    thread.start()
-    return thread
-
-
 def in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -229,18 +205,15 @@ def main(dcfg: DictConfig) -> None:
             if code:
                 sys.exit(code)
             return
-        api = start_prefect_api()  # only now: a config error must not leave a server starting
-        if api is None:
+        server = prefect_server.start()  # only now: a bad config must not start a server
+        if server is None:  # PREFECT_API_URL names one (`make server`)
             record = render_film(cfg)
-        else:  # the temporary server dies with this process: no run heartbeats to send to it
-            from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+        else:
+            import open_clip  # noqa: F401 - the render's heavy imports, while the server boots
+            import torch  # noqa: F401
+            from prefect.settings import temporary_settings
 
-            try:
-                import open_clip  # noqa: F401 - a render's heavy imports, while the server starts
-                import torch  # noqa: F401
-            finally:
-                api.join()  # started (and registered to stop at exit) before anything else runs
-            with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            with temporary_settings(prefect_server.prefect_settings(server)):
                 record = render_film(cfg)
         log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))
     except PromptreelError as exc:
