@@ -81,6 +81,15 @@ def test_seconds_keys() -> None:
         parse_schedule("0s:(1)", key="zoom")
 
 
+@pytest.mark.parametrize(("key", "fps", "frame"), [
+    ("0.5s", 1, 1), ("2.5s", 1, 3), ("4.5s", 1, 5), ("1.25s", 2, 3), ("0.49s", 1, 0),
+    ("2.4s", 1, 2), ("0.75s", 2, 2),
+])
+def test_seconds_keys_round_halves_up(key: str, fps: float, frame: int) -> None:
+    # halves go up, never to even (Python's round() would put 2.5s at 1 fps on frame 2)
+    assert parse_schedule(f"{key}:(1)", key="k", fps=fps).keys == (frame,)
+
+
 def test_cubic_golden_pchip() -> None:
     # Points (0,0), (10,10), (20,10). Secants 1 and 0. Interior tangent 0 (flat neighbour);
     # end tangent ((2*10+10)*1 - 10*0)/20 = 1.5. At s=0.5 in [0,10]:
@@ -93,14 +102,29 @@ def test_cubic_golden_pchip() -> None:
     assert schedule_values("0:(0), 4:(4)", 5, key="k", interpolation="cubic") == [0, 1, 2, 3, 4]
 
 
-def test_cubic_matches_scipy_pchip() -> None:
-    interpolate = pytest.importorskip("scipy.interpolate")
-    xs, ys = [0, 7, 12, 30, 41], [1.0, 1.3, 0.2, 0.25, -2.0]
+def test_cubic_interior_slope_is_the_weighted_harmonic_mean() -> None:
+    # Points (0,0), (1,1), (3,4): secants 1 and 1.5 over gaps 1 and 2. Fritsch-Carlson slope at
+    # x=1: (w1 + w2) / (w1/1 + w2/1.5) with w1 = 2*2 + 1 = 5, w2 = 2 + 2*1 = 4: 27/23 (a plain
+    # average would give 1.25). End slope at x=3: ((2*2 + 1)*1.5 - 2*1) / 3 = 11/6. At x=2
+    # (s = 0.5 in [1, 3], h = 2): 1 + 3*0.5 + 2*(0.125*27/23 - 0.125*11/6).
+    got = schedule_values("0:(0), 1:(1), 3:(4)", 4, key="k", interpolation="cubic")
+    assert got[2] == pytest.approx(2.5 + 0.25 * (27 / 23 - 11 / 6), abs=1e-12)
+    assert got[:2] == [0.0, 1.0] and got[3] == 4.0
+
+
+@pytest.mark.parametrize(("xs", "ys"), [
+    ([0, 7, 12, 30, 41], [1.0, 1.3, 0.2, 0.25, -2.0]),  # peaks and dips: interior slopes 0
+    ([0, 4, 10, 12, 25, 41], [0.0, 0.5, 0.6, 2.0, 2.1, 5.0]),  # rising, uneven gaps
+    ([0, 3, 5, 20, 26, 41], [3.0, 2.0, 1.9, 0.2, -1.0, -1.1]),  # falling, uneven gaps
+])
+def test_cubic_matches_scipy_pchip(xs: list[int], ys: list[float]) -> None:
+    from scipy.interpolate import PchipInterpolator
+
     text = ", ".join(f"{x}:({y})" for x, y in zip(xs, ys, strict=True))
     got = schedule_values(text, 45, key="k", interpolation="cubic")
-    want = interpolate.PchipInterpolator(xs, ys)(list(range(42)))
+    want = PchipInterpolator(xs, ys)(list(range(42)))
     assert got[:42] == pytest.approx(list(want), abs=1e-12)
-    assert got[42:] == [-2.0] * 3
+    assert got[42:] == [ys[-1]] * 3
 
 
 @pytest.mark.parametrize(("text", "why"), [
