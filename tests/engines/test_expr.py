@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-import time
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engines import expr
 from engines.errors import ConfigError
-from engines.expr import MAX_CHARS, compile_expr, evaluate
+from engines.expr import MAX_CHARS, MAX_NODES, compile_expr, evaluate
 
 
 @pytest.mark.parametrize(("text", "t", "want"), [
@@ -153,14 +154,25 @@ grammar = st.recursive(_leaf, _extend, max_leaves=40)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(grammar, st.floats(-1e4, 1e4, allow_nan=False))
 def test_grammar_gives_finite_float_or_config_error(text: str, t: float) -> None:
-    start = time.perf_counter()
-    try:
-        value = evaluate(text, t, "k")
-    except ConfigError:
-        pass
-    else:
-        assert type(value) is float and math.isfinite(value)
-    assert time.perf_counter() - start < 0.05
+    # Cost is counted, not timed: one evaluation step per syntax node at most, each on floats
+    # (O(1): never a big integer or a huge power).
+    steps: list[type] = []
+    real = expr._eval
+
+    def counted(node, env):
+        value = real(node, env)
+        steps.append(type(value))
+        return value
+
+    with mock.patch.object(expr, "_eval", counted):
+        try:
+            value = evaluate(text, t, "k")
+        except ConfigError:
+            pass
+        else:
+            assert type(value) is float and math.isfinite(value)
+    assert len(steps) <= min(MAX_NODES, len(text))
+    assert set(steps) <= {float}
 
 
 @settings(max_examples=400, deadline=None)
