@@ -67,9 +67,12 @@ def kill_point(point: str, child: subprocess.Popen | None = None) -> None:
     """Crash-test hook for tests/reliability/test_kill.py; does nothing unless
     $PROMPTREEL_TEST_KILL_AT is `<task>:<point>` for the task running now. Then it SIGKILLs
     `child` (a running ffmpeg) and this process, as `kill -9` or a power cut would. Points:
-    `frame:<i>` (tasks/frame_sink.py: frame i's PNG is on disk, its progress record is not),
-    `ffmpeg` (tasks/ffmpeg.py: the task's first ffmpeg is running and has opened its output),
-    `commit` (Work.commit: the manifest is written inside `<key>.work/`, not yet renamed)."""
+    `commit` (Work.commit, so every cached task: the manifest is written inside `<key>.work/`,
+    not yet renamed); `ffmpeg` (tasks/ffmpeg.py, every task that runs ffmpeg: its first ffmpeg
+    is running and has opened its output); `frame:<i>` (generate_frames, tasks/frame_sink.py:
+    frame i's PNG is on disk, its progress record is not; extract_frames and refine_frames,
+    `link_frames`: frames 0..i are linked); `timeline` (plan_timeline: timeline.json written,
+    schedules.csv not); `entry:<i>` (select_models: models 0..i ready, the next ones not)."""
     if not kill_armed(point):
         return
     if child is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import task
 
-from tasks.artefacts import Artefact
+from tasks.artefacts import Artefact, kill_point
 from tasks.cache import prefect_cache, run_cached
 
 NAME = "extract_frames"
@@ -24,11 +24,12 @@ def link_frames(src: Path, dst: Path) -> int:
     """Hard-link (or copy across devices) every frame of `src` into `dst`; return the count."""
     dst.mkdir(parents=True, exist_ok=True)
     names = sorted(p.name for p in src.glob("*.png"))
-    for name in names:
+    for i, name in enumerate(names):
         try:
             os.link(src / name, dst / name)
         except OSError:
             shutil.copyfile(src / name, dst / name)
+        kill_point(f"frame:{i}")  # crash-test hook: frames 0..i linked, the next ones not
     return len(names)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from prefect import task
 
 from engines.timeline import shot_plan, timeline
-from tasks.artefacts import Artefact, atomic_path, write_json
+from tasks.artefacts import Artefact, atomic_path, kill_point, write_json
 from tasks.cache import prefect_cache, run_cached
 
 NAME = "plan_timeline"
@@ -40,6 +40,7 @@ def plan_timeline(*, film: Any, speeds: tuple[Any, ...], width: int, height: int
                            key=f"film.shots.{i}") for i, s in enumerate(film.shots)]
         tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps)
         write_json(work / "timeline.json", tl.as_dict())
+        kill_point("timeline")  # crash-test hook: timeline.json written, schedules.csv not
         with atomic_path(work / "schedules.csv") as tmp:
             schedule_table(plans).to_csv(tmp, index=False)
         return tl.as_dict()

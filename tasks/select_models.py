@@ -14,6 +14,7 @@ from typing import Any
 from prefect import task
 
 from engines import weights
+from tasks.artefacts import CURRENT_TASK, kill_point
 
 NAME = "select_models"
 
@@ -27,6 +28,11 @@ def prepare(entry: Any, models_dir: Any, *, download: bool = True) -> Path:
 def select_models(*, entries: tuple[Any, ...], runtime: Any) -> dict[str, str]:
     """Make every entry's files present and safe; return {entry name: local directory}."""
     out = {}
-    for entry in entries:
-        out[entry.name] = str(prepare(entry, runtime.models_dir, download=runtime.download))
+    token = CURRENT_TASK.set(NAME)  # for the crash-test hook (artefacts.kill_point)
+    try:
+        for i, entry in enumerate(entries):
+            out[entry.name] = str(prepare(entry, runtime.models_dir, download=runtime.download))
+            kill_point(f"entry:{i}")  # crash-test hook: entries 0..i ready, the next ones not
+    finally:
+        CURRENT_TASK.reset(token)
     return out
