@@ -21,7 +21,7 @@ Loss of one iteration (paper Eq. 3 = Eq. 1 + Eq. 2):
   frame the iteration started from. Absent for frame 0.
 
 Temperature T (0..100, App. A: "controls the weight of the video stability loss and the standard
-deviation of the noise added"). REFERENCE.md records the authors' hand-written mapping:
+deviation of the noise added"). The authors' published code maps it by hand:
 stability weight w_c = 4 - 4T/100 and a noise "squish" factor 2 + 4T/100. The paper says only
 that T sets the noise's standard deviation and that high T makes the scene change completely, so
 the noise must grow with T. Our reading: the noise std is proportional to the squish factor,
