@@ -203,9 +203,23 @@ def copy_repo(dst: Path) -> None:
             shutil.copy2(src, dst / rel)
 
 
+def test_env(repo: Path) -> dict[str, str]:
+    """The copy first on the path (an editable install may point elsewhere), CI's settings, no
+    bytecode written (mutants of one file often have the same size and mtime second)."""
+    return {**os.environ, "CI": "true", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(repo)}
+
+
+def check_copy(repo: Path) -> None:
+    """The copy's modules are the ones its tests import."""
+    out = subprocess.run([sys.executable, "-c", "import engines, tasks; print(engines.__file__,"
+                          " tasks.__file__)"], cwd=repo, env=test_env(repo), check=True,
+                         capture_output=True, text=True).stdout.split()
+    if not all(Path(p).resolve().is_relative_to(repo.resolve()) for p in out):
+        raise RuntimeError(f"the copy in {repo} imports {out}, not its own modules")
+
+
 def run_tests(repo: Path, tests: tuple[str, ...], timeout: float | None) -> tuple[str, float]:
-    env = {**os.environ, "CI": "true", "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop("PYTHONPATH", None)
+    env = test_env(repo)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
     start = time.perf_counter()
     try:
@@ -268,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="promptreel-mutation-") as tmp:
         repo = Path(tmp)
         copy_repo(repo)
+        check_copy(repo)
         for n in names:
             summary[n] = check_target(repo, n, log)
     total = sum(s["mutants"] for s in summary.values())
