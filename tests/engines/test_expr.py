@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from engines import expr
 from engines.errors import ConfigError
-from engines.expr import MAX_CHARS, MAX_NODES, compile_expr, evaluate
+from engines.expr import FUNCTIONS, MAX_CHARS, MAX_NODES, compile_expr, evaluate
 
 
 @pytest.mark.parametrize(("text", "t", "want"), [
@@ -185,3 +185,38 @@ def test_random_text_never_escapes(text: str) -> None:
         assert str(exc).startswith("k: bad value")
     else:
         assert type(value) is float and math.isfinite(value)
+
+
+# Arity of every function, written out here (not read from FUNCTIONS): a call with one argument
+# too many or too few is refused before anything runs.
+ARITY = {**dict.fromkeys(["sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh",
+                          "sqrt", "exp", "log10", "abs", "floor", "ceil"], (1, 1)),
+         "atan2": (2, 2), "log": (1, 2), "min": (2, None), "max": (2, None), "clamp": (3, 3)}
+
+
+def test_the_functions_are_exactly_the_documented_ones() -> None:
+    assert set(FUNCTIONS) == set(ARITY)
+
+
+@pytest.mark.parametrize("name", sorted(ARITY))
+def test_each_function_takes_its_number_of_arguments(name: str) -> None:
+    lo, hi = ARITY[name]
+    evaluate(f"{name}({', '.join(['0.5'] * lo)})", 0, "k")  # the fewest it takes
+    with pytest.raises(ConfigError, match=f"{name}\\(\\) takes"):
+        compile_expr(f"{name}({', '.join(['0.5'] * (lo - 1))})", key="k")
+    if hi is not None:
+        evaluate(f"{name}({', '.join(['0.5'] * hi)})", 0, "k")
+        with pytest.raises(ConfigError, match=f"{name}\\(\\) takes"):
+            compile_expr(f"{name}({', '.join(['0.5'] * (hi + 1))})", key="k")
+
+
+def test_limits_are_the_documented_1000_characters_and_256_nodes() -> None:
+    # docs/guide.md: "1000 characters and 256 syntax nodes per expression"
+    assert evaluate("1" + " " * 999, 0, "k") == 1.0
+    with pytest.raises(ConfigError, match="longer than 1000"):
+        compile_expr("2" + " " * 1000, key="k")
+    # nodes of ast.walk: each name 2 (Name, Load), each number 1, each "+" 2 (BinOp, Add), root 1
+    at_limit = "+".join(["t"] * 62 + ["1"] * 3)  # 124 + 3 + 128 + 1 = 256
+    assert evaluate(at_limit, 1, "k") == 65.0
+    with pytest.raises(ConfigError, match="257 syntax nodes, more than 256"):
+        compile_expr("+".join(["t"] * 60 + ["1"] * 6), key="k")  # 120 + 6 + 130 + 1

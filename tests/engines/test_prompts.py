@@ -91,6 +91,11 @@ def test_story() -> None:
         [0, 0, 1, 1, 2, 2, 2, 2]
     with pytest.raises(ConfigError):
         story_index(0, 0, 3)
+    assert [story_index(i, 1, 3) for i in range(4)] == [0, 1, 2, 2]  # a phrase per iteration
+    assert story_index(7, 5, 1) == 0  # one phrase holds
+    for bad in ((0, 5, 0), (-1, 5, 2)):  # no phrase, a negative iteration: a caller's bug
+        with pytest.raises(ValueError):
+            story_index(*bad)
 
 
 def test_schedule_plain_line_and_all_texts() -> None:
@@ -179,3 +184,5 @@ def test_paper_prompt_weights_golden() -> None:
     assert all(sum(paper_prompt_weights(4, 7, f)) == pytest.approx(1) for f in range(40))
     with pytest.raises(ConfigError, match="frames_per_prompt"):
         paper_prompt_weights(2, 0, 0)
+    assert [paper_prompt_weights(2, 1, f) for f in range(3)] == [[1.0, 0.0], [0.0, 1.0]] + [
+        [0.0, 1.0]]  # a prompt per frame

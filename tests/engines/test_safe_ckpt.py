@@ -274,6 +274,8 @@ def test_shared_storage_is_written(tmp_path):
     ("builtins.object", False), ("argparse.Namespace", False),
     ("numpy.core.multiarray.scalar", False), ("numpy.dtype", False),
     ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", False),
+    ("torch.jit.ScriptModule", True), ("torch.cuda.Stream", True), ("numpy.testing.Tester", True),
+    ("torch.jitter.Thing", False),  # a prefix is a whole module path, not a string prefix
 ])
 def test_is_dangerous(name, bad):
     assert is_dangerous(name) is bad
@@ -285,3 +287,26 @@ def test_placeholder_is_inert():
     obj.__setstate__({"a": 1})
     assert full == "some.module.Thing" and not vars(obj) and "ignored" in repr(obj)
     assert "some.module" not in sys.modules  # named, never imported
+
+
+def test_conversion_is_byte_identical_with_sorted_metadata(tmp_path):
+    ckpt = tmp_path / "last.ckpt"
+    torch.save(lightning_ckpt(), ckpt)
+    convert_ckpt(ckpt, tmp_path / "a.safetensors", prefix="encoder.")
+    convert_ckpt(ckpt, tmp_path / "b.safetensors", prefix="encoder.")
+    a = (tmp_path / "a.safetensors").read_bytes()
+    assert a == (tmp_path / "b.safetensors").read_bytes()
+    n = int.from_bytes(a[:8], "little")
+    meta = json.loads(a[8:8 + n])["__metadata__"]
+    assert list(meta) == sorted(meta) and meta["prefix"] == "encoder."
+
+
+def test_a_converted_file_edited_in_place_is_converted_again(tmp_path):
+    ckpt = tmp_path / "last.ckpt"
+    torch.save(lightning_ckpt(), ckpt)
+    out = cached_safetensors(ckpt)
+    good = out.read_bytes()
+    os.utime(out, ns=(1, 1))  # touched only: same content, kept
+    assert cached_safetensors(ckpt).stat().st_mtime_ns == 1
+    out.write_bytes(good[:-4] + b"\xff" * 4)  # same size, other bytes: converted again
+    assert cached_safetensors(ckpt).read_bytes() == good
