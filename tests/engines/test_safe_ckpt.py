@@ -310,3 +310,37 @@ def test_a_converted_file_edited_in_place_is_converted_again(tmp_path):
     assert cached_safetensors(ckpt).stat().st_mtime_ns == 1
     out.write_bytes(good[:-4] + b"\xff" * 4)  # same size, other bytes: converted again
     assert cached_safetensors(ckpt).read_bytes() == good
+
+
+def test_a_recompressed_checkpoint_converts_to_its_real_weights(tmp_path):
+    """A mirror that re-zips a checkpoint with compression: memory-mapping it would read the
+    compressed bytes as weights."""
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": weights()}, plain)
+    zipped = tmp_path / "last.ckpt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    convert_ckpt(zipped, tmp_path / "out.safetensors")
+    got, want = load_file(str(tmp_path / "out.safetensors")), weights()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_the_unaligned_zip_fallback_is_restricted_too(tmp_path, monkeypatch):
+    """When memory-mapping fails, the second read is as restricted as the first: an unknown
+    callable stays an inert placeholder."""
+    marker = tmp_path / "ran.txt"
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": weights(), "extra": Payload(write_marker, str(marker))}, ckpt)
+    real_load, calls = torch.load, []
+
+    def load(*args, **kwargs):
+        calls.append(kwargs.get("mmap"))
+        if kwargs.get("mmap"):
+            raise RuntimeError("unaligned")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    convert_ckpt(ckpt, tmp_path / "out.safetensors")
+    assert calls == [True, None] and not marker.exists()
+    assert sorted(load_file(str(tmp_path / "out.safetensors"))) == sorted(weights())
