@@ -79,3 +79,12 @@ def test_import_seconds_reads_python_importtime():
     from bench import extras
 
     assert 0 < extras.import_seconds("json", reps=1) < 60
+
+
+def test_published_gpu_figures_cite_the_readme_that_publishes_them():
+    pub = [{"size": s, "path": "reference", "weights": 2 ** 30, "working": 3 * 2 ** 30,
+            "published_gib": gb} for s, gb in run.PUBLISHED]
+    text = run.memory_md([{"size": "64x64", "estimate": 1e9, "measured": 1e9, "ratio": 1.0}],
+                         "cpu", pub, "m")
+    assert "https://github.com/nerdyrodent/VQGAN-CLIP" in text and ".md" not in text
+    assert "| 900x900 | reference (fp32, as the notebooks) | 1.00 + 3.00 = 4.00 | 24.0 |" in text
