@@ -118,7 +118,7 @@ def test_cubic_interior_slope_is_the_weighted_harmonic_mean() -> None:
     ([0, 7, 12, 30, 41], [1.0, 1.3, 0.2, 0.25, -2.0]),  # peaks and dips: interior slopes 0
     ([0, 4, 10, 12, 25, 41], [0.0, 0.5, 0.6, 2.0, 2.1, 5.0]),  # rising, uneven gaps
     ([0, 3, 5, 20, 26, 41], [3.0, 2.0, 1.9, 0.2, -1.0, -1.1]),  # falling, uneven gaps
-    ([0, 1, 2, 12, 40, 41], [0.0, 1.0, -3.0, -2.0, 2.0, 1.5]),  # end slope 3.5 clipped to 3
+    ([0, 4, 8, 12, 40, 41], [0.0, 4.0, -12.0, -8.0, 2.0, 1.5]),  # end slope 3.5 clipped to 3
     ([0, 5, 9, 20, 41], [1.0, 1.0, 3.0, 2.0, 2.0]),  # flat ends
 ])
 def test_cubic_matches_scipy_pchip(xs: list[int], ys: list[float]) -> None:
