@@ -10,7 +10,8 @@
   listens on (`http://127.0.0.1:9`, the discard port: refused at once), except for loopback
   (`NO_PROXY`), and puts `tests/netguard_site/` first on `PYTHONPATH`, whose `sitecustomize.py`
   installs the same socket guard in every Python child that keeps that path (renders, Prefect's
-  temporary server, bench runs).
+  temporary server, bench runs). That `sitecustomize` hides any other one on the path for those
+  children (none in the project's virtualenv).
 
 Downloads are tested against a local HTTP server on 127.0.0.1 (tests/engines/test_weights.py).
 """
