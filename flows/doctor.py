@@ -75,7 +75,7 @@ def check_disk(path: Any, label: str) -> Check:
 
 
 def check_models(cfg: Any) -> list[Check]:
-    from engines import weights
+    from engines.models import weights
     from flows.pre_production import model_entries
 
     out = []
@@ -83,7 +83,7 @@ def check_models(cfg: Any) -> list[Check]:
         if entry.source == "generated":
             out.append(Check(True, f"model {entry.name}: generated on first use"))
             continue
-        problems = weights.preflight([entry], cfg.runtime.models_dir)
+        problems = weights.missing_files([entry], cfg.runtime.models_dir)
         if not problems:
             out.append(Check(True, f"model {entry.name}: present"))
             continue

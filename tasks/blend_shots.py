@@ -20,9 +20,10 @@ CODE_VERSION = "1"
 def blend_shots(*, shots: tuple[Artefact, ...], joins: tuple[tuple[str, int], ...], fps: float,
                 planned: int, runtime: Any) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import editing
+        from engines.media import editing
+        from engines.planning.joins import Transition
 
-        transitions = [editing.Transition(kind=k, frames=n) for k, n in joins]
+        transitions = [Transition(kind=k, frames=n) for k, n in joins]
         n_out = editing.blend_shots([s.file("shot.mkv") for s in shots], fps, transitions,
                                     work / "film.mkv")
         if n_out != planned:

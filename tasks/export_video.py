@@ -25,7 +25,7 @@ def export_video(*, film: Artefact, soundtrack: Artefact | None, settings: Any, 
                  width: int, height: int, film_name: str, prompts: str, planned: int,
                  runtime: Any) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import editing
+        from engines.media import editing
 
         out = work / f"{film_name}.{settings.container}"
         metadata = {"title": film_name, "comment": prompts, "promptreel_key": film.key}

@@ -19,7 +19,7 @@ CODE_VERSION = "1"
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
 def modulate_speed(*, frames: Artefact, settings: Any, planned: int, runtime: Any) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import editing
+        from engines.media import editing
 
         fps = frames.meta["fps"]
         n_out = editing.modulate_speed(frames.file("frames"), frames.meta["n_frames"], fps,

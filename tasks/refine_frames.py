@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import task
 
-from engines import refine
+from engines.post import refine
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
 from tasks.extract_frames import link_frames
@@ -29,11 +29,10 @@ def refine_frames(*, frames: Artefact, settings: Any, model: Any, runtime: Any,
         if settings.method == "none":
             n = link_frames(frames.file("frames"), work / "frames")
         else:
-            from tasks.generate_frames import pick_device
+            from engines.core.device import pick_device
 
             n = refine.refine_dir(frames.file("frames"), work / "frames", settings, model=model,
-                                  models_dir=runtime.models_dir, device=pick_device(runtime.device),
-                                  download=runtime.download)
+                                  device=pick_device(runtime.device))
         return {**frames.meta, "n_frames": n, "refine": settings.method}
 
     return run_cached(NAME, CODE_VERSION, locals(), build)

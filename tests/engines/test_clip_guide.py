@@ -1,4 +1,4 @@
-"""engines/clip_guide.py on CPU with the generated tiny CLIP (random weights, real format)."""
+"""engines/guidance/clip_guide.py on CPU with the generated tiny CLIP (random weights, real format)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.clip_guide import (  # noqa: E402
+from engines.core.errors import ConfigError  # noqa: E402
+from engines.guidance.clip_guide import (  # noqa: E402
     AUGMENTS,
     Cutouts,
     Guide,
@@ -20,16 +21,16 @@ from engines.clip_guide import (  # noqa: E402
     embed_texts,
     spherical_dist_loss,
 )
-from engines.errors import ConfigError  # noqa: E402
-from engines.prompts import Prompt  # noqa: E402
+from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 FAST_REF_RTOL = 1e-5  # fast (batched) vs reference (one by one) path on CPU, fp32
 
 
 def tiny_clip(models_dir: Path):
-    """The registry's generated_clip_tiny, loaded through engines.perceptor like real weights."""
-    from engines import perceptor, weights
+    """The registry's generated_clip_tiny, loaded through engines.guidance.perceptor like real weights."""
+    from engines.guidance import perceptor
+    from engines.models import weights
 
     return perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF),
                                models_dir, "cpu")
@@ -241,7 +242,7 @@ def test_guide_rejects_a_bad_path(clip):
 
 
 def test_guide_runs_on_meta_copies_for_memory_probes(clip):
-    from engines import memory, pixel_clip
+    from engines.frames import memory, pixel_clip
 
     meta = memory.Prober("pixel_clip", pixel_clip.Settings(), perceptors=[clip],
                          device="cpu").perceptors[0]
@@ -252,7 +253,7 @@ def test_guide_runs_on_meta_copies_for_memory_probes(clip):
 
 
 def test_compiled_and_autocast_helpers():
-    from engines.clip_guide import autocast, compiled
+    from engines.guidance.clip_guide import autocast, compiled
 
     def fn(module, x):
         return x

@@ -1,4 +1,4 @@
-"""engines/cyclegan.py: the ResNet generator in the public CycleGAN checkpoint format."""
+"""engines/models/cyclegan.py: the ResNet generator in the public CycleGAN checkpoint format."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines import cyclegan as C  # noqa: E402
-from engines import weights  # noqa: E402
-from engines.errors import PromptreelError, UnsafeCheckpointError  # noqa: E402
+from engines.core.errors import PromptreelError, UnsafeCheckpointError  # noqa: E402
+from engines.models import cyclegan as C  # noqa: E402
+from engines.models import weights  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # The public implementation's keys for ngf=4, 2 residual blocks, instance norm (no norm params).

@@ -1,4 +1,4 @@
-"""engines/taming_compat.py and engines/perceptor.py on generated tiny models in the published
+"""engines/models/taming.py and engines/guidance/perceptor.py on generated tiny models in the published
 formats: VQGAN / GumbelVQ / Net2NetTransformer round trips, safe config reading, layout inference,
 CLIP encoders, the open_clip pretrained-file path and the per-process caches."""
 
@@ -11,9 +11,10 @@ import pytest
 import torch
 import yaml
 
-from engines import perceptor, taming_compat, weights
-from engines.errors import ConfigError, MissingWeightsError
-from engines.weights import ModelEntry, RemoteFile
+from engines.core.errors import ConfigError, MissingWeightsError
+from engines.guidance import perceptor
+from engines.models import taming_compat, weights
+from engines.models.weights import ModelEntry, RemoteFile
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -148,7 +149,7 @@ def test_prepare_converts_in_pre_production_and_refuses_unsafe_checkpoints(tiny_
                                                                          tmp_path):
     import os
 
-    from engines.errors import UnsafeCheckpointError
+    from engines.core.errors import UnsafeCheckpointError
 
     e = entry("vqgan", "generated_gumbel_f8_tiny")
     folder = weights.prepare(e, tiny_models)

@@ -1,4 +1,4 @@
-"""engines/memory.py on CPU with the generated tiny models: the tracer, the estimate against the
+"""engines/frames/memory.py on CPU with the generated tiny models: the tracer, the estimate against the
 real allocations and the resident set, fitting to a budget, and the task's preflight wiring."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines import memory  # noqa: E402
-from engines import pixel_clip as P  # noqa: E402
-from engines import vqgan_clip as V  # noqa: E402
-from engines.prompts import Prompt  # noqa: E402
-from engines.shot import FramePlan, ShotPlan  # noqa: E402
+from engines.frames import memory  # noqa: E402
+from engines.frames import pixel_clip as P  # noqa: E402
+from engines.frames import vqgan_clip as V  # noqa: E402
+from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
+from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 MiB = 2 ** 20
@@ -23,7 +23,8 @@ MiB = 2 ** 20
 
 @pytest.fixture(scope="module")
 def models(models_dir):
-    from engines import perceptor, weights
+    from engines.guidance import perceptor
+    from engines.models import weights
 
     clip = perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), models_dir)
     vq = weights.load_vqgan(weights.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),

@@ -1,4 +1,4 @@
-"""engines/motion.py: 2D warp conventions and LAB colour matching, on CPU."""
+"""engines/planning/motion.py: 2D warp conventions and LAB colour matching, on CPU."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from engines.motion import colour_stats, match_colour, warp  # noqa: E402
+from engines.planning.motion import colour_stats, match_colour, warp  # noqa: E402
 
 RESAMPLE_TOL = 1e-5  # identity-like warps sample exactly at pixel centres: float rounding only
 

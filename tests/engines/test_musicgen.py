@@ -1,4 +1,4 @@
-"""engines/musicgen.py on the generated tiny MusicGen (real audiocraft layout, random weights):
+"""engines/music/musicgen.py on the generated tiny MusicGen (real audiocraft layout, random weights):
 exact lengths, seeded determinism, seams that are not restarts, settings, registry entries,
 safe loading and the prompt derived from the film's prompts."""
 
@@ -13,8 +13,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from engines import musicgen
-from engines.errors import ConfigError, MissingWeightsError, UnsafeCheckpointError
+from engines.core.errors import ConfigError, MissingWeightsError, UnsafeCheckpointError
+from engines.music import musicgen
 
 ROOT = Path(__file__).resolve().parents[2]
 SOUNDTRACK = ROOT / "conf" / "soundtrack"
@@ -100,7 +100,7 @@ def block_rms(x: np.ndarray, block: int) -> np.ndarray:
 def test_seams_are_not_restarts(tiny, caplog):
     """Windows of 3 s with 1 s overlap: cross-fades over 2-3 s, 4-5 s and 6-7 s. Level and
     sample-to-sample change inside and at the edges of every seam match the rest."""
-    with caplog.at_level("INFO", logger="engines.musicgen"):
+    with caplog.at_level("INFO", logger="engines.music.musicgen"):
         x = compose(tiny, 9.0, window_s=3.0, overlap_s=1.0)[0].astype(np.float64)
     assert [r.getMessage() for r in caplog.records] == [
         "soundtrack: window 1/4 (3.0 s)"] + [
@@ -128,7 +128,7 @@ def test_continuation_keeps_the_first_window(tiny):
 
 def test_finished_track_meets_loudness_targets(tiny, tmp_path):
     """What compose_soundtrack does with it: fade, normalise, write; ffmpeg measures the file."""
-    from engines import audio
+    from engines.media import audio
 
     track = compose(tiny, 7.3, window_s=3.0, overlap_s=1.0)
     track = audio.normalise(audio.fade(track, SR, 1.0, 2.0), SR, target_lufs=-16.0,
@@ -255,8 +255,8 @@ def test_derive_prompt_is_deterministic_and_documented():
 def test_text_encoder_offline_and_missing_names_what_to_fetch(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from engines.errors import MissingWeightsError
-    from engines.musicgen import ensure_text_encoder
+    from engines.core.errors import MissingWeightsError
+    from engines.music.musicgen import ensure_text_encoder
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(MissingWeightsError, match=r"text encoder t5-base .*make fetch-models"):
@@ -267,7 +267,7 @@ def test_text_encoder_download_goes_online_only_for_its_files(tmp_path, monkeypa
     import huggingface_hub
     from huggingface_hub import constants
 
-    from engines.musicgen import TEXT_ENCODER_FILES, ensure_text_encoder
+    from engines.music.musicgen import TEXT_ENCODER_FILES, ensure_text_encoder
 
     calls = []
 

@@ -1,4 +1,4 @@
-"""engines/pixel_clip.py on CPU with the generated tiny CLIP (random weights, real format)."""
+"""engines/frames/pixel_clip.py on CPU with the generated tiny CLIP (random weights, real format)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 torch = pytest.importorskip("torch")
 
-from engines import pixel_clip as P  # noqa: E402
-from engines.errors import ConfigError  # noqa: E402
-from engines.prompts import Prompt  # noqa: E402
-from engines.shot import FramePlan, ShotPlan  # noqa: E402
+from engines.core.errors import ConfigError  # noqa: E402
+from engines.frames import pixel_clip as P  # noqa: E402
+from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
+from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PROMPTS = (Prompt("a red flower"), Prompt("a koala", 0.5))
@@ -25,7 +25,8 @@ FAST = {"iterations_per_frame": 3}
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from engines import perceptor, weights
+    from engines.guidance import perceptor
+    from engines.models import weights
 
     out = tmp_path_factory.mktemp("models")
     return perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), out)
@@ -205,7 +206,8 @@ def test_init_image_image_prompts_and_motion(clip, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_iteration_loop_never_waits_for_the_gpu(tmp_path):
-    from engines import perceptor, weights
+    from engines.guidance import perceptor
+    from engines.models import weights
 
     clip = perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), tmp_path,
                                "cuda")
@@ -225,7 +227,7 @@ def test_iteration_loop_never_waits_for_the_gpu(tmp_path):
 
 
 def test_compile_setting_passes_the_perceptor_through_torch_compile(clip, monkeypatch):
-    from engines import clip_guide
+    from engines.guidance import clip_guide
 
     compiled = []
 
@@ -244,7 +246,7 @@ def test_compile_setting_passes_the_perceptor_through_torch_compile(clip, monkey
 
 
 def test_probe_runs_one_iteration_per_perceptor_on_meta_copies(clip, monkeypatch):
-    from engines import memory
+    from engines.frames import memory
 
     pr = memory.Prober("pixel_clip", P.Settings(), perceptors=[clip, clip], device="cpu")
     used = []

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from engines.errors import ConfigError
-from engines.prompts import (
+from engines.core.errors import ConfigError
+from engines.planning.prompts import (
     Prompt,
     paper_prompt_weights,
     parse_image_prompt,

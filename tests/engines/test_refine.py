@@ -1,4 +1,4 @@
-"""engines/refine.py: OpenCV denoisers, refinement settings and `refine_dir`."""
+"""engines/post/refine.py: OpenCV denoisers, refinement settings and `refine_dir`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 from pydantic import ValidationError
 
-from engines import refine as D
+from engines.post import refine as D
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -72,7 +72,7 @@ def test_settings_and_yamls():
 
 @pytest.mark.parametrize("method", ["none", "nlmeans", "bilateral", "cyclegan"])
 def test_refine_dir_writes_every_frame_at_its_size(method, tmp_path):
-    from engines import weights
+    from engines.models import weights
 
     src = tmp_path / "in"
     src.mkdir()
@@ -92,7 +92,7 @@ def test_refine_dir_writes_every_frame_at_its_size(method, tmp_path):
 
 
 def test_refine_dir_uses_a_user_checkpoint(tmp_path):
-    from engines import cyclegan, weights
+    from engines.models import cyclegan, weights
 
     entry = weights.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
     cyclegan.build_generated(entry, tmp_path)  # a latest_net_G.pth the user points at

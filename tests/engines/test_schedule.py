@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from engines.errors import ConfigError
-from engines.schedule import parse_schedule, schedule_values
+from engines.core.errors import ConfigError
+from engines.planning.keyframes import parse_schedule, schedule_values
 
 
 def test_deforum_zoom_default() -> None:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from engines.timeline import frame_prompts
+from engines.planning.timeline import frame_prompts
 
 
 def shot(prompts, kind: str, frames: int = 0):

@@ -1,4 +1,4 @@
-"""engines/vqgan_clip.py on CPU with the generated tiny models (random weights, real formats)."""
+"""engines/frames/vqgan_clip.py on CPU with the generated tiny models (random weights, real formats)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pydantic import ValidationError
 
 torch = pytest.importorskip("torch")
 
-from engines import vqgan_clip as V  # noqa: E402
-from engines.errors import ConfigError  # noqa: E402
-from engines.prompts import Prompt  # noqa: E402
-from engines.shot import FramePlan, ShotPlan  # noqa: E402
+from engines.core.errors import ConfigError  # noqa: E402
+from engines.frames import vqgan_clip as V  # noqa: E402
+from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
+from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PROMPTS = (Prompt("a red flower"), Prompt("blurry", -0.3))
@@ -24,7 +24,8 @@ PROMPTS = (Prompt("a red flower"), Prompt("blurry", -0.3))
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from engines import perceptor, weights
+    from engines.guidance import perceptor
+    from engines.models import weights
 
     out = tmp_path_factory.mktemp("models")
     clip = perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), out)
@@ -160,7 +161,7 @@ def test_a_finished_shot_renders_nothing(models):
 
 def eval_loss(clip, frame: np.ndarray) -> float:
     """Guide loss with 32 fixed cutouts (same seed every call): comparable between frames."""
-    from engines.clip_guide import Guide
+    from engines.guidance.clip_guide import Guide
 
     g = Guide([(clip, 1.0)], cutn=32, augments=(), generator=torch.Generator().manual_seed(0))
     g.set_prompts([Prompt("a red flower")])
@@ -179,7 +180,7 @@ def test_loss_decreases_over_ten_iterations(models):
 def test_init_image_is_the_start_latent(models, tmp_path):
     from PIL import Image
 
-    from engines.clip_guide import load_image
+    from engines.guidance.clip_guide import load_image
 
     rng = np.random.default_rng(0)
     path = tmp_path / "init.png"
@@ -195,7 +196,7 @@ def test_init_image_is_the_start_latent(models, tmp_path):
 
 
 def test_missing_init_image_names_the_file(models, tmp_path):
-    from engines.errors import PromptreelError
+    from engines.core.errors import PromptreelError
 
     with pytest.raises(PromptreelError, match="nope.png"):
         render(models, settings(), plan(1, init_image=str(tmp_path / "nope.png")))
@@ -233,7 +234,7 @@ def test_init_weight_modes(models, mode):
 
 
 def test_translation_is_scaled_from_output_to_canvas_pixels(models, monkeypatch):
-    from engines import motion
+    from engines.planning import motion
 
     calls = []
     real = motion.warp
@@ -244,7 +245,7 @@ def test_translation_is_scaled_from_output_to_canvas_pixels(models, monkeypatch)
 
 
 def test_colour_coherence_holds_frame_zero_statistics(models):
-    from engines.motion import colour_stats
+    from engines.planning.motion import colour_stats
 
     def drift(coherent: bool) -> float:
         sink = render(models, settings(mode="animate_2d", colour_coherence=coherent, lr=0.5),
@@ -279,7 +280,8 @@ def test_two_perceptors_with_weights(models):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_no_host_sync_inside_the_iteration_loop(models, monkeypatch):
-    from engines import perceptor, weights
+    from engines.guidance import perceptor
+    from engines.models import weights
 
     models_dir = Path(__import__("tempfile").mkdtemp())
     gpu = {"clip": perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF),
@@ -377,7 +379,7 @@ def test_canvas_scale_optimises_a_smaller_canvas_and_commits_the_plan_size(model
 
 
 def test_compile_setting_passes_decoder_and_perceptor_through_torch_compile(models, monkeypatch):
-    from engines import clip_guide
+    from engines.guidance import clip_guide
 
     compiled = []
 
@@ -405,7 +407,7 @@ def test_new_settings_defaults():
 
 
 def test_probe_runs_one_iteration_on_meta_copies(models):
-    from engines import memory
+    from engines.frames import memory
 
     pr = memory.Prober("vqgan_clip", settings(), perceptors=[models["clip"]], vqgan=models["f16"],
                        device="cpu")

@@ -1,4 +1,4 @@
-"""engines/weights.py: the registry entries, downloads (offline failure, resume, verification)
+"""engines/models/weights.py: the registry entries, downloads (offline failure, resume, verification)
 against a local HTTP server with Range support, preflight, and generated models."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from engines import weights
-from engines.errors import ConfigError, MissingWeightsError
-from engines.weights import ModelEntry, RemoteFile, VerificationError
+from engines.core.errors import ConfigError, MissingWeightsError
+from engines.models import weights
+from engines.models.weights import ModelEntry, RemoteFile, VerificationError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -375,9 +375,9 @@ def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
         (out_dir / "half.bin").write_bytes(b"x")
         raise RuntimeError("out of memory")
 
-    module = types.ModuleType("engines.cyclegan")
+    module = types.ModuleType("engines.models.cyclegan")
     module.build_generated = build_generated
-    monkeypatch.setitem(sys.modules, "engines.cyclegan", module)
+    monkeypatch.setitem(sys.modules, "engines.models.cyclegan", module)
     entry = ModelEntry(name="broken", kind="cyclegan", source="generated", arch={"x": 1})
     with pytest.raises(RuntimeError):
         weights.materialise_generated(entry, tmp_path)

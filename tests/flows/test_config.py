@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 from flows.render import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_melody_soundtrack_needs_a_melody_model(tmp_path: Path) -> None:
 
 
 def test_dead_vqgan_is_refused_unless_its_files_are_in_place(tmp_path: Path) -> None:
-    from engines import weights
+    from engines.models import weights
 
     overrides = ["film=klee_garden", "vqgan=wikiart_1024", f"runtime.models_dir={tmp_path}"]
     with pytest.raises(ConfigError) as info:

@@ -128,7 +128,7 @@ def test_an_altered_converted_checkpoint_is_converted_again(tmp_path: Path) -> N
     it. (Like weights.check_file, a change that keeps size and mtime is not looked for.)"""
     import torch
 
-    from engines.safe_ckpt import cached_safetensors
+    from engines.models.safe_ckpt import cached_safetensors
 
     ckpt = tmp_path / "last.ckpt"
     torch.save({"state_dict": {"w": torch.arange(4096.0)}}, ckpt)

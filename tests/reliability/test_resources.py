@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import PromptreelError
-from tasks.artefacts import MANIFEST, Store, is_temporary, write_bytes
+from engines.core.errors import PromptreelError
+from engines.core.files import write_bytes
+from tasks.artefacts import MANIFEST, Store, is_temporary
 from tasks.cache import run_cached
 from tests.helpers import ROOT, read_run
 from tests.reliability.conftest import (
@@ -46,7 +47,8 @@ pathlib.Path.write_bytes = write_bytes
 # ... a CUDA out-of-memory error in the first shot, on a "GPU" with 60% of the memory it needs
 CUDA_OOM = """
 import math, torch
-from engines import memory, vqgan_clip
+from engines.frames import memory
+from engines.frames import vqgan_clip
 def render(*args, **kwargs):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 vqgan_clip.render = render
@@ -165,7 +167,7 @@ def test_a_full_disk_between_two_frames_keeps_the_committed_ones(tmp_path: Path,
 
 def test_ffmpeg_on_a_full_disk_says_disk_full(tmp_path: Path) -> None:
     """/dev/full: every write fails with ENOSPC, for real."""
-    from tasks.ffmpeg import ffmpeg_exe, run_argv
+    from engines.media.ffmpeg import ffmpeg_exe, run_argv
 
     args = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
             "color=size=64x64:duration=1", "-f", "rawvideo", "/dev/full"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 
 READABLE = "an audio file soundfile or ffmpeg can decode (wav, flac, ogg, mp3, m4a, ...)"
 _LIMIT_MARGIN_DB = 0.3  # the limiter aims this far below the ceiling (ffmpeg oversamples finer)
@@ -354,14 +354,14 @@ def measure_loudness(path_or_array: str | Path | np.ndarray, *, sr: int | None =
 # --- writing -------------------------------------------------------------------------------
 
 def write_wav(path: str | Path, audio: np.ndarray, sr: int) -> Path:
-    """Write a 32-bit float WAV atomically (tasks.artefacts.atomic_path: temp file, fsync, rename).
+    """Write a 32-bit float WAV atomically (engines.core.files.atomic_path: temp file, fsync, rename).
 
     Float keeps the normalised signal bit-exact (no quantisation, no clipping); ffmpeg reads it
     when muxing. scipy writes it, not libsndfile: libsndfile adds a PEAK chunk holding the time
     of writing, so the same audio would give different bytes on every run. Returns the path."""
     from scipy.io import wavfile
 
-    from tasks.artefacts import atomic_path
+    from engines.core.files import atomic_path
 
     if int(sr) <= 0:
         raise ValueError(f"sample rate must be > 0, got {sr}")

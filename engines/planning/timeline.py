@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engines.prompts import Prompt, parse_prompt_schedule
-from engines.schedule import schedule_values
-from engines.shot import FramePlan, ShotPlan
+from engines.planning.keyframes import schedule_values
+from engines.planning.plan import FramePlan, ShotPlan
+from engines.planning.prompts import Prompt, parse_prompt_schedule
 
 
 def shot_frames(shot: Any, fps: float) -> int:
@@ -50,7 +50,7 @@ def frame_prompts(shot: Any, fps: float, n_frames: int, key: str) -> list[tuple[
 
 
 def shot_plan(shot: Any, *, fps: float, width: int, height: int, seed: int, key: str) -> ShotPlan:
-    from engines.prompts import parse_image_prompt
+    from engines.planning.prompts import parse_image_prompt
 
     n = shot_frames(shot, fps)
     prompts = frame_prompts(shot, fps, n, key)
@@ -95,8 +95,8 @@ class Timeline:
 
 def timeline(shots: list[tuple[Any, Any]], fps: float) -> Timeline:
     """`shots`: (shot config, speed settings) pairs in film order."""
-    from engines.editing import Transition, planned_total
-    from engines.speed import planned_frames
+    from engines.planning.joins import Transition, planned_total
+    from engines.planning.speed import planned_frames
 
     timings = []
     for i, (shot, speed) in enumerate(shots):

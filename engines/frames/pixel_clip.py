@@ -14,7 +14,7 @@ Loss of one iteration (paper Eq. 3 = Eq. 1 + Eq. 2):
   averaged over the `n_augments` augmentations k (the paper's "cosine distance"; Eq. 1 prints
   cos, but it is minimised, so it must be the distance). The weights w_n come from the
   FramePlan (the planner's `interpolate` transition is the paper's linear cross-fade), or, with
-  `frames_per_prompt` set, from `engines.prompts.paper_prompt_weights` (see `frame_prompts`).
+  `frames_per_prompt` set, from `engines.planning.prompts.paper_prompt_weights` (see `frame_prompts`).
   Image prompts of the plan add w * (1 - cos) to the embedding of that image. `stop` is ignored.
 - Eq. 2, stability: w_c * mean |frame_t - frame_{t-1}| (mean over pixels and channels, 0..1
   units, so the weight does not depend on the resolution); frame_{t-1} is the moved previous
@@ -47,7 +47,7 @@ Paths: "fast" encodes the augmentations in one batched call (channels_last and b
 CUDA; `compile` passes the perceptor through `torch.compile`); "reference" encodes them one at a
 time in fp32. On CUDA nothing in the iteration loop waits for the GPU: losses are read when a
 frame is committed. `auto_fit` lets tasks/generate_frames.py lower `n_augments` (via
-engines/memory.py) when the memory estimate does not fit the GPU; `probe` runs one iteration for
+engines/frames/memory.py) when the memory estimate does not fit the GPU; `probe` runs one iteration for
 that estimate.
 
 Resume: each commit saves the frame as float (`prev`), the iteration count and both generator
@@ -65,21 +65,25 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from engines.clip_guide import COMPILE_MODES
-from engines.errors import ConfigError
+from engines.core.errors import ConfigError
+from engines.frames.base import EngineSettings
+from engines.guidance.clip_guide import COMPILE_MODES
 
 NAME = "pixel_clip"
 CODE_VERSION = "1"  # bump when the frames for the same settings would change
 log = logging.getLogger("promptreel")
 
 
-class Settings(BaseModel):
+MODELS = ("clip",)  # model kinds: the film's clip + extra_clip perceptors
+MEMORY_UNIT = ("n_augments", "augmentations")  # what auto_fit lowers, and what advice counts
+
+
+class Settings(EngineSettings):
     """Pixel-level CLIP settings (conf/engine/pixel_clip.yaml documents each key)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    name: Literal["pixel_clip"] = NAME
     iterations_per_frame: int = Field(10, gt=0)  # optimiser steps per frame (paper's fast mode: 10)
     first_frame_iterations: int | None = Field(None, gt=0)  # steps for frame 0; None = iterations_per_frame
     lr: float = Field(0.03, gt=0)  # Adam learning rate, pixel units (0..1) per step
@@ -92,7 +96,7 @@ class Settings(BaseModel):
     alternate_perceptors: bool = True  # iteration i uses perceptor i % P (the paper's code)
     path: Literal["fast", "reference"] = "fast"  # perceptor path (module doc)
     compile: Literal[COMPILE_MODES] = "none"  # torch.compile mode of the perceptor (fast path)
-    auto_fit: bool = False  # on CUDA, fewer augmentations (engines/memory.py) when it would not fit
+    auto_fit: bool = False  # on CUDA, fewer augmentations (engines/frames/memory.py) when it would not fit
 
     @field_validator("crop_scale")
     @classmethod
@@ -134,7 +138,7 @@ def frame_prompts(plan: Any, frames_per_prompt: int | None) -> list[tuple]:
     `paper_prompt_weights`, the planned weights' magnitudes ignored; zero weights dropped)."""
     if frames_per_prompt is None:
         return [f.prompts for f in plan.frames]
-    from engines.prompts import Prompt, paper_prompt_weights
+    from engines.planning.prompts import Prompt, paper_prompt_weights
 
     texts = list(dict.fromkeys(p.text for f in plan.frames for p in f.prompts if p.weight > 0))
     if not texts:
@@ -198,7 +202,7 @@ class _Run:
                  progress: Callable[[dict], None] | None):
         import torch
 
-        from engines.clip_guide import compiled
+        from engines.guidance.clip_guide import compiled
 
         if not perceptors:
             raise ConfigError("clip", "[]", "at least one CLIP perceptor")
@@ -219,7 +223,7 @@ class _Run:
         """Unit text (and image-prompt) embeddings of every target, per perceptor, on device."""
         import torch.nn.functional as F
 
-        from engines.clip_guide import embed_images, embed_texts, load_image
+        from engines.guidance.clip_guide import embed_images, embed_texts, load_image
 
         texts = list(dict.fromkeys(p.text for ps in self.prompts for p in ps))
         self.text_emb, self.image_emb = [], []
@@ -249,7 +253,7 @@ class _Run:
     def _encode(self, pi: int, views: Any) -> Any:
         import torch
 
-        from engines.clip_guide import autocast, param_dtype
+        from engines.guidance.clip_guide import autocast, param_dtype
 
         perc = self.perceptors[pi]
         x = (views - perc.mean) / perc.std
@@ -311,7 +315,7 @@ class _Run:
                stable: Any) -> None:
         import torch
 
-        from engines.clip_guide import clip_similarity
+        from engines.guidance.clip_guide import clip_similarity
 
         image = (frame[0] * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         record: dict[str, Any] = {"iterations": self.iteration,
@@ -344,7 +348,7 @@ class _Run:
 
         p = self.plan
         if p.init_image:
-            from engines.clip_guide import load_image
+            from engines.guidance.clip_guide import load_image
 
             return load_image(p.init_image, (p.width, p.height), self.device)
         return torch.rand(1, 3, p.height, p.width, generator=self.device_generator,
@@ -356,7 +360,7 @@ class _Run:
 
         base = prev
         if (fp.zoom, fp.angle, fp.translation_x, fp.translation_y) != (1, 0, 0, 0):
-            from engines.motion import warp
+            from engines.planning.motion import warp
 
             base = warp(prev, fp.zoom, fp.angle, fp.translation_x, fp.translation_y)
         noise = torch.randn(base.shape, generator=self.device_generator, device=self.device,
@@ -364,17 +368,32 @@ class _Run:
         return (base + noise * self.sigma).clamp(0.0, 1.0), base
 
 
-def probe(settings: Settings, width: int, height: int, *, perceptors: list, device: Any,
-          vqgan: Any = None) -> None:
-    """One iteration of a later frame (start frame, stability reference, loss, backward, Adam
-    step; one per perceptor when they alternate) at width x height, nothing committed: engines/memory.py runs it on meta copies of the
-    perceptors to measure an iteration's memory. `vqgan` is unused (same signature as
-    vqgan_clip.probe)."""
+def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:
+    """The film's CLIP perceptors (clip, then extra_clip)."""
+    return {"clip": film_models["clip"]}
+
+
+def meta_models(models: dict[str, tuple], settings: Settings, device: Any) -> tuple:
+    """Meta copies of the perceptors for engines/frames/memory.py (bf16 on the CUDA fast path)."""
     import torch
 
-    from engines.prompts import Prompt
-    from engines.shot import FramePlan, ShotPlan
+    from engines.frames.memory import meta_perceptors
 
+    bf16 = torch.device(device).type == "cuda" and settings.path == "fast"
+    perceptors, weights, cast = meta_perceptors(list(models["clip"]), bf16)
+    return {"clip": perceptors}, weights, cast
+
+
+def memory_step(settings: Settings, width: int, height: int, meta: dict, device: Any) -> None:
+    """One iteration of a later frame (start frame, stability reference, loss, backward, Adam
+    step; one per perceptor when they alternate) at width x height, nothing committed:
+    engines/frames/memory.py runs it on meta copies of the perceptors."""
+    import torch
+
+    from engines.planning.plan import FramePlan, ShotPlan
+    from engines.planning.prompts import Prompt
+
+    perceptors = meta["clip"]
     plan = ShotPlan("probe", width, height, 1.0, 0, (FramePlan((Prompt("probe"),)),) * 2)
     run = _Run(settings, plan, perceptors, None, device, None)
     with torch.enable_grad():
@@ -383,15 +402,16 @@ def probe(settings: Settings, width: int, height: int, *, perceptors: list, devi
         run.optimise(start, reference, run.frame_targets(plan.frames[1].prompts), steps)
 
 
-def render(settings: Settings, plan: Any, *, perceptors: list, sink: Any, device: Any,
+def render(settings: Settings, plan: Any, models: dict[str, tuple], sink: Any, device: Any,
            progress: Callable[[dict], None] | None = None) -> None:
-    """Render `plan` (engines.shot.ShotPlan) into `sink`, resuming where it left off.
+    """Render `plan` (engines.planning.plan.ShotPlan) into `sink`, resuming where it left off.
 
-    perceptors: engines.perceptor.Perceptor list (the first also scores the frames);
-    progress: called after each commit with the frame's record plus frame and n_frames.
+    models: {"clip": (Perceptor, ...)} (engines/models/clip.py; the first also scores the
+    frames); progress: called after each commit with the frame's record plus frame and n_frames.
     """
     import torch
 
+    perceptors = list(models["clip"])
     start, state = sink.resume()
     if start >= plan.n_frames:
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from engines.prompts import Prompt
+from engines.planning.prompts import Prompt
 
 
 @dataclass(frozen=True)

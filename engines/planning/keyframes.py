@@ -6,7 +6,7 @@ are optional (`0:1.04`, `0:-0.5`), commas inside parentheses belong to the expre
 converted to the nearest frame with the fps given (`round(seconds * fps)`, halves up). A text
 without any `:` is one expression at frame 0 (`"1.04"`). Keys may lie beyond the last frame
 rendered (they only shape the interpolation); two keys on the same frame are an error.
-Expressions use the restricted grammar of `engines.expr` with the variable `t` (frame index).
+Expressions use the restricted grammar of `engines.planning.expr` with the variable `t` (frame index).
 
 Value at frame `f` (keys sorted: k_0 < k_1 < ...):
 - before the first key (when key 0 is missing): the first key's value at t = k_0 holds;
@@ -29,8 +29,8 @@ import re
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from engines.errors import ConfigError
-from engines.expr import Expr, compile_expr
+from engines.core.errors import ConfigError
+from engines.planning.expr import Expr, compile_expr
 
 MAX_CHARS = 100_000
 INTERPOLATIONS = ("linear", "cubic")

@@ -33,8 +33,8 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engines.errors import ConfigError
-from engines.schedule import key_to_frame
+from engines.core.errors import ConfigError
+from engines.planning.keyframes import key_to_frame
 
 _NUM = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _NUMISH = re.compile(r"[+-]?[\d.]*(?:[eE][+-]?[\d.]*)?")

@@ -1,6 +1,6 @@
 """VQGAN-CLIP frame engine: the seed paper's (000_*) method, plus 2D animation.
 
-A VQGAN latent z is optimised so that CLIP (one or more perceptors, `engines.clip_guide.Guide`)
+A VQGAN latent z is optimised so that CLIP (one or more perceptors, `engines.guidance.clip_guide.Guide`)
 finds the decoded image close to the prompts. Each iteration: z is snapped to its nearest
 codebook entries with a straight-through estimator (`z_q = z + (quantise(z) - z).detach()`; a
 GumbelVQ model's codebook `quantize.embed` is used the same way), decoded, mapped from -1..1 to
@@ -13,7 +13,7 @@ Modes (`Settings.mode`):
   after the first interval, not the start noise). The prompts of FramePlan i are in force during
   the iterations that lead to frame i. Camera motion in the plan is ignored (logged).
 - `animate_2d`: frame 0 is optimised from the start latent (`first_frame_steps` iterations);
-  every later frame warps the previous frame's image (`engines.motion.warp`: the FramePlan's
+  every later frame warps the previous frame's image (`engines.planning.motion.warp`: the FramePlan's
   zoom, angle, translation), re-encodes it to a latent and optimises `steps_per_frame`
   iterations from there with a fresh optimiser.
 
@@ -33,7 +33,7 @@ for compatibility); "decay": the anchor term with weight falling linearly from i
 first iteration of the shot to 0 at the last.
 
 Colour coherence: the first frame's LAB mean/std is kept; every later frame is matched to it
-(`engines.motion.match_colour`) before it is committed and, in animate_2d, before it is warped
+(`engines.planning.motion.match_colour`) before it is committed and, in animate_2d, before it is warped
 into the next frame.
 
 Resume: each commit saves exactly what continues the shot (evolve: z, z_start, optimiser state;
@@ -51,7 +51,7 @@ activations in the backward pass instead of keeping them: the same values, one m
 forward (+17% FLOPs per iteration at 640x360 with 32 cutouts) for about a third of the memory
 (6.2 -> 1.9 GB at 640x360, 21 -> 7.1 GB at 1280x720, fp32): the option for large frames. `canvas_scale` < 1 optimises a smaller canvas and resizes
 each frame up to the plan size. `auto_fit` lets tasks/generate_frames.py lower these (via
-engines/memory.py) when the estimate does not fit the GPU. The reference path is the classic
+engines/frames/memory.py) when the estimate does not fit the GPU. The reference path is the classic
 notebooks': contiguous fp32, eager, cutouts encoded one at a time.
 
 Per-frame record: iterations (total so far), loss (total of the last iteration), `loss:<key>`
@@ -68,21 +68,26 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from engines.clip_guide import AUGMENTS, COMPILE_MODES, DEFAULT_AUGMENTS
-from engines.errors import ConfigError
+from engines.core.errors import ConfigError
+from engines.frames.base import EngineSettings
+from engines.guidance.clip_guide import AUGMENTS, COMPILE_MODES, DEFAULT_AUGMENTS
 
 NAME = "vqgan_clip"
 CODE_VERSION = "2"  # bump when the frames for the same settings would change (2: channels_last)
 log = logging.getLogger("promptreel")
 
 
-class Settings(BaseModel):
+MODELS = ("vqgan", "clip")  # model kinds: the film's vqgan, its clip + extra_clip perceptors
+MEMORY_UNIT = ("cutn", "cutouts")  # what auto_fit lowers, and what the memory advice counts
+MIN_CUTN = 8  # auto_fit never lowers cutn below this (fewer: a noisy loss)
+
+
+class Settings(EngineSettings):
     """VQGAN-CLIP settings (conf/engine/vqgan_clip.yaml documents each key)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+    name: Literal["vqgan_clip"] = NAME
     mode: Literal["evolve", "animate_2d"] = "evolve"  # see the module docstring
     images_interval: int = Field(50, gt=0)  # evolve: iterations between frames
     steps_per_frame: int = Field(10, gt=0)  # animate_2d: iterations per frame after the first
@@ -102,7 +107,7 @@ class Settings(BaseModel):
     decoder_checkpointing: bool = False  # recompute decoder activations in backward (less memory)
     compile: Literal[COMPILE_MODES] = "none"  # torch.compile mode of decoder and perceptor
     canvas_scale: float = Field(1.0, gt=0, le=1)  # internal canvas / output size (frames resized up)
-    auto_fit: bool = False  # on CUDA, lower the above (engines/memory.py) when it would not fit
+    auto_fit: bool = False  # on CUDA, lower the above (engines/frames/memory.py) when it would not fit
 
     @field_validator("noise_prompts")
     @classmethod
@@ -181,7 +186,7 @@ class _VQ:
 
     def __init__(self, model: Any, *, fast: bool = False, checkpointing: bool = False,
                  compile_mode: str = "none"):
-        from engines.clip_guide import compiled
+        from engines.guidance.clip_guide import compiled
 
         self.model, self.fast = model, fast
         self.decode = compiled(_decode_checkpointed if checkpointing else _decode,
@@ -197,7 +202,7 @@ class _VQ:
         """Nearest codebook entry per position, straight-through gradient to z."""
         import torch
 
-        from engines.clip_guide import replace_grad
+        from engines.guidance.clip_guide import replace_grad
 
         zf = z.movedim(1, 3)
         with torch.no_grad():
@@ -208,7 +213,7 @@ class _VQ:
 
     def synth(self, z: Any) -> Any:
         """Image [1, 3, H, W] float32 in 0..1 from a latent (differentiable)."""
-        from engines.clip_guide import autocast, clamp_with_grad, param_dtype
+        from engines.guidance.clip_guide import autocast, clamp_with_grad, param_dtype
 
         q = self.quantise(z)
         if q.device.type == "meta":  # a memory probe: bf16 weights stand in for autocast
@@ -260,7 +265,7 @@ def _active_prompts(prompts: tuple, iteration: int, every: int | None) -> tuple:
     """The frame's prompts with story phrases ('a ^ b') resolved at this iteration."""
     if every is None:
         return prompts
-    from engines.prompts import Prompt, story_index, story_phrases
+    from engines.planning.prompts import Prompt, story_index, story_phrases
 
     out = []
     for p in prompts:
@@ -273,7 +278,7 @@ def _active_prompts(prompts: tuple, iteration: int, every: int | None) -> tuple:
 
 def _all_texts(plan: Any, every: int | None) -> list[str]:
     """Every text the shot's prompts can resolve to (story phrases included), once each."""
-    from engines.prompts import story_phrases
+    from engines.planning.prompts import story_phrases
 
     texts: dict[str, None] = {}
     for frame in plan.frames:
@@ -298,7 +303,7 @@ class _Run:
                  device: str, progress: Callable[[dict], None] | None):
         import torch
 
-        from engines.clip_guide import Guide
+        from engines.guidance.clip_guide import Guide
 
         if not perceptors:
             raise ConfigError("clip", "[]", "at least one CLIP perceptor")
@@ -325,7 +330,7 @@ class _Run:
 
     def start_latent(self) -> Any:
         if self.plan.init_image:
-            from engines.clip_guide import load_image
+            from engines.guidance.clip_guide import load_image
 
             img = load_image(self.plan.init_image, (self.cw, self.ch), self.device)
             return self.vq.encode(img)
@@ -362,7 +367,7 @@ class _Run:
     def colour(self, image: Any) -> Any:
         """Colour coherence on the internal canvas: frame 0 sets the reference, later frames
         are matched to it."""
-        from engines import motion
+        from engines.planning import motion
 
         if not self.s.colour_coherence:
             return image
@@ -376,7 +381,7 @@ class _Run:
         import torch
         import torch.nn.functional as F
 
-        from engines.clip_guide import clip_similarity
+        from engines.guidance.clip_guide import clip_similarity
 
         out = image
         if (self.ch, self.cw) != (self.plan.height, self.plan.width):
@@ -436,7 +441,7 @@ def _evolve(run: _Run, start: int, state: dict[str, Any] | None) -> None:
 def _animate(run: _Run, start: int, state: dict[str, Any] | None) -> None:
     import torch
 
-    from engines.motion import warp
+    from engines.planning.motion import warp
 
     s, plan = run.s, run.plan
     prev = None
@@ -460,18 +465,41 @@ def _animate(run: _Run, start: int, state: dict[str, Any] | None) -> None:
         run.commit(prev, index, {"prev": prev.detach().cpu().clone()})
 
 
-def probe(settings: Settings, width: int, height: int, *, vqgan: Any, perceptors: list,
-          device: Any) -> None:
-    """One iteration of a one-frame shot of width x height (start latent, optimiser, loss,
-    backward, step), nothing committed: engines/memory.py runs it on meta copies of the models
-    to measure an iteration's memory."""
+def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:
+    """The film's VQGAN and its CLIP perceptors (clip, then extra_clip)."""
+    return {"vqgan": film_models["vqgan"], "clip": film_models["clip"]}
+
+
+# ------------------------------------------------------------------------- memory
+def meta_models(models: dict[str, tuple], settings: Settings, device: Any) -> tuple:
+    """Meta copies for engines/frames/memory.py: ({"vqgan": ..., "clip": [...]}, weight bytes,
+    bytes of the bf16 copies autocast keeps on the CUDA fast path)."""
     import torch
 
-    from engines.prompts import Prompt
-    from engines.shot import FramePlan, ShotPlan
+    from engines.frames.memory import meta_clone, meta_perceptors, nbytes
+
+    bf16 = torch.device(device).type == "cuda" and settings.path == "fast"
+    perceptors, weights, cast = meta_perceptors(list(models["clip"]), bf16)
+    vqgan = models["vqgan"][0]
+    meta = prepare_model(meta_clone(vqgan), settings)  # not part of an iteration
+    if bf16:
+        meta.decoder.to(torch.bfloat16)
+        meta.post_quant_conv.to(torch.bfloat16)
+        cast += (nbytes(vqgan.decoder) + nbytes(vqgan.post_quant_conv)) // 2
+    return {"vqgan": meta, "clip": perceptors}, weights + nbytes(vqgan), cast
+
+
+def memory_step(settings: Settings, width: int, height: int, meta: dict, device: Any) -> None:
+    """One iteration of a one-frame shot of width x height (start latent, optimiser, loss,
+    backward, step), nothing committed: engines/frames/memory.py runs it on meta copies of the
+    models to measure an iteration's memory."""
+    import torch
+
+    from engines.planning.plan import FramePlan, ShotPlan
+    from engines.planning.prompts import Prompt
 
     plan = ShotPlan("probe", width, height, 1.0, 0, (FramePlan((Prompt("probe"),)),))
-    run = _Run(settings, plan, vqgan, perceptors, None, device, None)
+    run = _Run(settings, plan, meta["vqgan"], meta["clip"], None, device, None)
     with torch.enable_grad():
         anchor = run.start_latent()
         z = anchor.clone().requires_grad_(True)
@@ -479,19 +507,62 @@ def probe(settings: Settings, width: int, height: int, *, vqgan: Any, perceptors
         run.step(z, opt, plan.frames[0].prompts, anchor)
 
 
-def render(settings: Settings, plan: Any, *, vqgan: Any, perceptors: list, sink: Any,
-           device: str, progress: Callable[[dict], None] | None = None) -> None:
-    """Render `plan` (an engines.shot.ShotPlan) into `sink`, resuming where it left off.
+def fit(prober: Any, settings: Settings, width: int, height: int,
+        free: int) -> tuple[Settings, list[str]]:
+    """auto_fit: decoder_checkpointing; then the most cutouts (not below MIN_CUTN) that fit, if
+    any do; else the largest canvas_scale that fits (at large sizes the checkpointed decoder's
+    recomputation sets the peak, and fewer cutouts would not help)."""
+    from engines.frames.memory import _largest, fits, largest_count
 
-    vqgan: a taming VQModel or GumbelVQ in eval mode (engines.weights.load_vqgan);
-    perceptors: engines.perceptor.Perceptor list (the first also scores the frames);
-    progress: called after each commit with the frame's record plus frame and n_frames.
+    s, changes = settings, []
+
+    def ok(candidate: Settings) -> bool:
+        return fits(prober.working(candidate, width, height), free)
+
+    if not s.decoder_checkpointing:
+        s = s.model_copy(update={"decoder_checkpointing": True})
+        changes.append("decoder_checkpointing=true")
+    if not ok(s) and s.cutn > MIN_CUTN:  # fewer cutouts, if that alone makes it fit
+        n = largest_count(prober, s, width, height, free, lowest=MIN_CUTN)
+        if n is not None:
+            s = s.model_copy(update={"cutn": n})
+            changes.append(f"cutn={n}")
+    if not ok(s):  # a smaller canvas (with checkpointing the decoder sets the peak)
+        units = round(width * s.canvas_scale) // 16
+        u = _largest(1, units - 1, lambda k: ok(s.model_copy(
+            update={"canvas_scale": k * 16 / width})))
+        if u is not None:
+            s = s.model_copy(update={"canvas_scale": u * 16 / width})
+            changes.append(f"canvas_scale={s.canvas_scale:.3f}")
+    return s, changes
+
+
+def memory_tips(prober: Any, settings: Settings, width: int, height: int, free: int) -> list[str]:
+    """Advice beyond size and cutouts: decoder checkpointing, when it is off."""
+    from engines.frames.memory import GIB, fits
+
+    if settings.decoder_checkpointing:
+        return []
+    need = prober.working(settings.model_copy(update={"decoder_checkpointing": True}),
+                          width, height)
+    return [f"engine.decoder_checkpointing=true needs about {need / GIB:.1f} GiB"
+            f" ({'fits' if fits(need, free) else 'still too much'})"]
+
+
+# ------------------------------------------------------------------------- render
+def render(settings: Settings, plan: Any, models: dict[str, tuple], sink: Any, device: Any,
+           progress: Callable[[dict], None] | None = None) -> None:
+    """Render `plan` (an engines.planning.plan.ShotPlan) into `sink`, resuming where it left off.
+
+    models: {"vqgan": (a taming VQModel or GumbelVQ in eval mode,), "clip": (Perceptor, ...)}
+    (the first perceptor also scores the frames); progress: called after each commit with the
+    frame's record plus frame and n_frames.
     """
     import torch
 
     start, state = sink.resume()
     if start >= plan.n_frames:
         return
-    run = _Run(settings, plan, vqgan, perceptors, sink, device, progress)
+    run = _Run(settings, plan, models["vqgan"][0], list(models["clip"]), sink, device, progress)
     with torch.enable_grad():
         (_evolve if settings.mode == "evolve" else _animate)(run, start, state)

@@ -3,7 +3,7 @@ and `refine_dir`, which refines a folder of frames with the chosen method.
 
 Methods (`RefineSettings.method`):
 - `none`: frames pass through unchanged.
-- `cyclegan`: the 001 paper's learned denoiser (engines/cyclegan.py), a registry model
+- `cyclegan`: the 001 paper's learned denoiser (engines/models/cyclegan.py), a registry model
   (`model`) or a generator file the user points at (`checkpoint`).
 - `nlmeans`: OpenCV non-local means for colour images (`cv2.fastNlMeansDenoisingColored`):
   each pixel becomes a weighted mean of pixels whose surrounding patches look alike; it converts
@@ -53,6 +53,18 @@ class RefineSettings(BaseModel):
             raise ValueError("an odd whole number of pixels")
         return v
 
+    def used(self) -> RefineSettings:
+        """These settings with every key the method does not read at its default, so the
+        refined frames' key changes only with what shapes them (choosing a CycleGAN model
+        never re-runs an nlmeans refinement)."""
+        reads = {"none": (), "cyclegan": ("model", "checkpoint", "batch", "mix"),
+                 "nlmeans": ("mix",) + tuple(k for k in type(self).model_fields
+                                             if k.startswith("nlmeans_")),
+                 "bilateral": ("mix",) + tuple(k for k in type(self).model_fields
+                                               if k.startswith("bilateral_"))}[self.method]
+        return type(self)(**{k: v for k, v in self.model_dump().items()
+                             if k in reads or k in ("name", "method")})
+
 
 def nlmeans(frame: np.ndarray, h: float = 6.0, h_color: float = 6.0, template: int = 7,
             search: int = 21) -> np.ndarray:
@@ -92,10 +104,10 @@ def _mix(refined: np.ndarray, original: np.ndarray, mix: float) -> np.ndarray:
 def refine_frames(frames: Iterable[np.ndarray], settings: RefineSettings, *, generator: Any = None,
                   device: Any = "cpu") -> Iterator[np.ndarray]:
     """Refined frames, one per input frame, same sizes. `generator`: the loaded CycleGAN for
-    method cyclegan (engines.cyclegan.load_cyclegan)."""
+    method cyclegan (engines/models/cyclegan.py)."""
     s = settings
     if s.method == "cyclegan":
-        from engines.cyclegan import refine
+        from engines.models.cyclegan import refine
 
         originals: deque[np.ndarray] = deque()
 
@@ -119,11 +131,10 @@ def refine_frames(frames: Iterable[np.ndarray], settings: RefineSettings, *, gen
 
 
 def refine_dir(src: Path, dst: Path, settings: RefineSettings, *, model: Any = None,
-               models_dir: Path | None = None, device: Any = "cpu",
-               download: bool = False) -> int:
+               device: Any = "cpu") -> int:
     """Refine every `*.png` of `src` (sorted by name) into `dst` under the same names; returns
-    the number of frames. `model`: the cyclegan registry entry (engines.weights.ModelEntry),
-    ignored when settings.checkpoint is set."""
+    the number of frames. `model`: the prepared cyclegan entry (engines.models.registry.Prepared,
+    from select_models), ignored when settings.checkpoint is set."""
     from PIL import Image
 
     src, dst = Path(src), Path(dst)
@@ -131,10 +142,14 @@ def refine_dir(src: Path, dst: Path, settings: RefineSettings, *, model: Any = N
     paths = sorted(src.glob("*.png"))
     generator = None
     if settings.method == "cyclegan":
-        from engines.cyclegan import load_cyclegan
+        if settings.checkpoint:
+            from engines.models.cyclegan import load_generator
 
-        generator = load_cyclegan(model, models_dir, device, checkpoint=settings.checkpoint,
-                                  download=download)
+            generator = load_generator(Path(settings.checkpoint).expanduser(), device)
+        else:
+            from engines.models import loaded
+
+            generator = loaded.load(model.entry, model.folder, device)
 
     def read() -> Iterator[np.ndarray]:
         for p in paths:

@@ -4,7 +4,7 @@ A speed of 2 plays twice as fast (half the frames), 0.5 plays at half speed (twi
 Give exactly one of:
 - `factor`: one constant speed;
 - `curve`: a Deforum-style schedule of the speed over the *source* clip, e.g.
-  `"0:(1.0), 47:(0.25)"`, evaluated by `engines.schedule`. Keys are source frames (`2.5s` keys
+  `"0:(1.0), 47:(0.25)"`, evaluated by `engines.planning.keyframes`. Keys are source frames (`2.5s` keys
   are seconds), or seconds with `curve_unit: seconds`; `t` in expressions is always the source
   frame index;
 - `target_duration_s`: the clip is retimed to last this long (constant factor derived from it).
@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from engines.errors import ConfigError
+from engines.core.errors import ConfigError
 
 MIN_SPEED = 0.01  # slowest speed accepted (100x slow motion)
 MAX_SPEED = 100.0  # fastest
@@ -53,7 +53,7 @@ class SpeedSettings(BaseModel):
         """Syntax only; the values are checked per shot (speeds())."""
         if v is None:
             return v
-        from engines.schedule import parse_schedule
+        from engines.planning.keyframes import parse_schedule
 
         text = _in_seconds(v) if info.data.get("curve_unit") == "seconds" else v
         try:
@@ -88,7 +88,7 @@ def merged(base: SpeedSettings, override: dict) -> dict:
 
 
 def _in_seconds(curve: str) -> str:
-    """The curve with bare keys marked as seconds for engines.schedule: '0:(1), 2:(.5)' ->
+    """The curve with bare keys marked as seconds for engines.planning.keyframes: '0:(1), 2:(.5)' ->
     '0s:(1), 2s:(.5)'. Items are split on commas outside parentheses."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(curve):
@@ -120,7 +120,7 @@ def speeds(n_in: int, settings: SpeedSettings, fps: float, *, key: str = "speed"
                                   f"{n_in / fps / MIN_SPEED:.3g} s for this {n_in}-frame shot "
                                   f"(speed {MIN_SPEED} to {MAX_SPEED})")
         return [factor] * n_in
-    from engines.schedule import schedule_values
+    from engines.planning.keyframes import schedule_values
 
     values = schedule_values(_curve_text(settings), n_in, key=f"{key}.curve", fps=fps,
                              interpolation=settings.curve_interpolation)

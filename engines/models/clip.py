@@ -1,33 +1,29 @@
 """CLIP perceptors (open_clip) loaded from the models directory, never from a hub at run time.
 
 - `source: open_clip` entries (e.g. ViT-B-32 `openai`): the weights file fetched by
-  engines.weights into <models_dir>/clip/<name>/ is passed to open_clip as `pretrained=<file>`;
+  engines/models/weights.py into <models_dir>/clip/<name>/ is passed to open_clip as `pretrained=<file>`;
   QuickGELU, mean and std come from open_clip's own pretrained table for (model, pretrained), so
   a local file behaves exactly like the hub tag.
 - `source: generated` entries: open_clip's `local-dir:` layout (`open_clip_config.json` +
   `open_clip_model.safetensors`), written by `build_generated` from entry.arch and entry.seed.
 The tokenizer is open_clip's (its BPE vocabulary ships in the package, so it works offline).
-Loaded models are cached per process by (name, device, models_dir, entry content).
+`load(entry, folder, device)` builds a `Perceptor` (engines/models/loaded.py caches it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError
+from engines.core.errors import ConfigError
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-_CACHE: OrderedDict[tuple[str, str, str, str], Perceptor] = OrderedDict()
-_CACHE_SIZE = 3  # perceptors kept per process (a main CLIP plus extra_clip ones)
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,42 +78,25 @@ def build_generated(entry: Any, out_dir: Path) -> None:
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
-def load_clip(entry: Any, models_dir: Path, device: Any = "cpu", *,
-              download: bool = False) -> Perceptor:
-    """The CLIP perceptor of registry `entry` on `device` (cached per process)."""
-    key = (entry.name, str(device), str(Path(models_dir).resolve()),
-           hashlib.sha256(entry.model_dump_json().encode()).hexdigest())
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    perceptor = _load(entry, Path(models_dir), device, download)
-    while len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    _CACHE[key] = perceptor
-    return perceptor
-
-
-def _load(entry: Any, models_dir: Path, device: Any, download: bool) -> Perceptor:
+def load(entry: Any, folder: Path, device: Any = "cpu") -> Perceptor:
+    """The perceptor whose prepared files are in `folder`, on `device`, eval mode, no grad."""
     import open_clip
     import torch
-
-    from engines import weights
 
     if entry.kind != "clip":
         raise ConfigError("clip", entry.name, "a clip registry entry", f"it is a {entry.kind}")
     if entry.source == "generated":
-        name = f"local-dir:{weights.materialise_generated(entry, models_dir)}"
+        name = f"local-dir:{folder}"
         model = open_clip.create_model(name, device=device)
         tokenizer = open_clip.get_tokenizer(name)
     else:
-        files = weights.ensure_files(entry, models_dir, download=download)
         arch, tag = str(entry.arch.get("model")), entry.arch.get("pretrained")
         if arch not in open_clip.list_models():
             raise ConfigError(f"{entry.name}.arch.model", arch, "an open_clip model name, e.g. "
                               "ViT-B-32, ViT-B-16, ViT-L-14, RN50")
         pcfg = open_clip.get_pretrained_cfg(arch, tag) if tag else {}
         quick = bool(entry.arch.get("quick_gelu", pcfg.get("quick_gelu", False)))
-        weights_file = next(iter(files.values()))
+        weights_file = Path(folder) / entry.files[0].name
         norm = {k: pcfg[k] for k in ("mean", "std") if pcfg.get(k)}
         model = open_clip.create_model(arch, pretrained=str(weights_file), device=device,
                                        force_quick_gelu=quick, force_preprocess_cfg=norm or None,

@@ -11,25 +11,23 @@ the published `model.yaml`, generated models in the published format, and `load_
   unused for generation) and GumbelVQ's temperature schedule by a fixed one.
 - Without a `model.yaml` (ade20k has no trustworthy config host) the architecture is inferred
   from the checkpoint's tensor shapes (`infer_vq_config`).
-- Weights: the Lightning checkpoint is converted once to safetensors by engines.safe_ckpt (no
+- Weights: the Lightning checkpoint is converted once to safetensors by engines.models.safe_ckpt (no
   pickled code runs), then loaded strictly for the model's own keys (`loss.*` is dropped).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import io
 import sys
 import types
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 
 CONFIG_FILE = "model.yaml"  # taming config, as published
 CKPT_FILE = "last.ckpt"  # Lightning checkpoint, as published
@@ -47,8 +45,6 @@ DDCONFIG = {"double_z": bool, "z_channels": int, "resolution": int, "in_channels
             "attn_resolutions": list, "dropout": float, "resamp_with_conv": bool,
             "give_pre_end": bool, "tanh_out": bool}
 INFER_RESOLUTION = 256  # pixels; only attention placement depends on it, not the weights
-_CACHE: OrderedDict[tuple[str, str, str, str], Any] = OrderedDict()
-_CACHE_SIZE = 2  # VQGANs kept per process (a sweep over seeds loads one once)
 
 
 class CheckpointMismatchError(PromptreelError):
@@ -224,31 +220,26 @@ def prefix_of(entry: Any) -> str:
     return "first_stage_model." if entry.loader == "Net2NetTransformer" else ""
 
 
-def load_vqgan(entry: Any, models_dir: Path, device: Any = "cpu", *,
-               download: bool = False) -> Any:
-    """The VQGAN of registry `entry` on `device`, eval mode, requires_grad False; cached per
-    process by (name, device, models_dir, entry content). Generated entries are built on first use; others must
-    be present (pre-production fetches them) unless download=True."""
-    key = (entry.name, str(device), str(Path(models_dir).resolve()),
-           hashlib.sha256(entry.model_dump_json().encode()).hexdigest())
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    model = _load(entry, Path(models_dir), device, download)
-    while len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    _CACHE[key] = model
-    return model
+def after_fetch(entry: Any, files: dict[str, Path], *, download: bool = False) -> None:
+    """Convert the Lightning checkpoint to safetensors once, through the safe unpickler (a
+    checkpoint that tries to run code is refused here, in pre-production)."""
+    from engines.models import safe_ckpt
+
+    if CKPT_FILE not in files:
+        raise ConfigError(f"{entry.name}.files", sorted(files), f"a file named {CKPT_FILE}")
+    safe_ckpt.cached_safetensors(files[CKPT_FILE], prefix=prefix_of(entry))
 
 
-def _load(entry: Any, models_dir: Path, device: Any, download: bool) -> Any:
+def load(entry: Any, folder: Path, device: Any = "cpu") -> Any:
+    """The VQGAN whose prepared files are in `folder` (engines/models/weights.py `prepare`) on
+    `device`, eval mode, requires_grad False (engines/models/loaded.py caches it)."""
     from safetensors.torch import load_file
 
-    from engines import safe_ckpt, weights
+    from engines.models import safe_ckpt
 
     if entry.kind != "vqgan":
         raise ConfigError("vqgan", entry.name, "a vqgan registry entry", f"it is a {entry.kind}")
-    files = weights.ensure_files(entry, models_dir, download=download)
+    files = {p.name: p for p in Path(folder).iterdir() if p.name in (CKPT_FILE, CONFIG_FILE)}
     if CKPT_FILE not in files:
         raise ConfigError(f"{entry.name}.files", sorted(files), f"a file named {CKPT_FILE}")
     sd = load_file(str(safe_ckpt.cached_safetensors(files[CKPT_FILE], prefix=prefix_of(entry))))

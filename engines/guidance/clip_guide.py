@@ -53,7 +53,7 @@ autocast on CUDA; on CPU fp32), optionally through `torch.compile` (`compile_mod
 "reference" encodes cutouts one at a time in fp32 with autocast off, like the classic notebooks.
 On CPU both give the same loss to float rounding (tested to a relative 1e-5).
 
-Memory probes (engines/memory.py): a Guide may live on the "meta" device (shapes, no data); its
+Memory probes (engines/frames/memory.py): a Guide may live on the "meta" device (shapes, no data); its
 device generator is then a CPU one, and a perceptor whose weights are bf16 (memory's stand-in
 for CUDA autocast) gets its input cast to bf16.
 
@@ -70,7 +70,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 
 AUGMENTS = ("flip", "affine", "perspective", "color_jitter", "resized_crop", "noise")
 DEFAULT_AUGMENTS = ("flip", "affine", "perspective", "color_jitter", "noise")
@@ -430,7 +430,7 @@ class Guide:
                 noise_prompts: Sequence[tuple[int, float]] = ()) -> None:
         """Embed every target a render will use before its loop starts, so that `set_prompts`
         never copies to the device (a host synchronisation on CUDA) mid-loop."""
-        from engines.prompts import Prompt
+        from engines.planning.prompts import Prompt
 
         for text in dict.fromkeys(texts):
             self._targets_for([Prompt(text)], (), ())

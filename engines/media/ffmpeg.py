@@ -6,7 +6,7 @@
   options first (`-nostdin -hide_banner -nostats -loglevel error -y`), runs it with stdin closed
   and stderr captured, and raises `PromptreelError` naming `what` and the last lines of stderr
   (or, when ffmpeg says "No space left on device", the cache's "disk full" error naming the
-  output). The crash-test hook `tasks.artefacts.kill_point` can kill it mid-encode.
+  output). The crash-test hook `engines.core.crash.kill_point` can kill it mid-encode.
 - `OUTPUT_BITEXACT` are the output options that keep files byte-identical across runs on one
   machine: no encoder version strings or creation times (`+bitexact`), no metadata copied from
   inputs (`-map_metadata -1`, `-map_chapters -1`).
@@ -26,8 +26,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from engines.errors import PromptreelError
-from tasks.artefacts import disk_full, kill_armed, kill_point
+from engines.core.crash import kill_armed, kill_point
+from engines.core.errors import PromptreelError
+from engines.core.files import disk_full
 
 GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y")
 OUTPUT_BITEXACT: dict[str, Any] = {"fflags": "+bitexact", "flags": "+bitexact",

@@ -14,7 +14,7 @@ the public code does, running statistics left by old checkpoints are dropped); c
 before an instance norm have a bias, before a batch norm none. ngf, the number of blocks, the
 norm (instance | batch) and dropout are read from the state dict itself, so a 6- or 9-block
 generator of any width loads. Files are read without running pickled code
-(`engines.safe_ckpt`: torch's weights_only unpickler) or as `.safetensors`.
+(`engines.models.safe_ckpt`: torch's weights_only unpickler) or as `.safetensors`.
 
 Images: uint8 RGB in, mapped to -1..1 (x / 127.5 - 1), tanh output mapped back and rounded.
 Sizes: the two stride-2 stages need multiples of 4 (and the reflection padding at 1/4 size at
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 
 CHECKPOINT_FILE = "latest_net_G.pth"  # the public implementation's file name
 NORMS = ("instance", "batch")
@@ -139,7 +139,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    from engines import safe_ckpt
+    from engines.models import safe_ckpt
 
     obj, _ignored = safe_ckpt.read_checkpoint(path)
     return safe_ckpt.state_dict_of(obj, path)
@@ -159,26 +159,13 @@ def load_generator(path: Path, device: Any = "cpu") -> Any:
     return model.eval().requires_grad_(False).to(device)
 
 
-def checkpoint_path(entry: Any, models_dir: Path, *, download: bool = False) -> Path:
-    """The local file of a cyclegan registry entry (generated, or fetched and verified)."""
-    from engines import weights
-
+def load(entry: Any, folder: Path, device: Any = "cpu") -> Any:
+    """The generator of a prepared cyclegan registry entry (its file in `folder`)."""
     if entry.kind != "cyclegan":
         raise ConfigError("refine.model", entry.name, "a cyclegan registry entry",
                           f"it is a {entry.kind}")
-    if entry.source == "generated":
-        return weights.materialise_generated(entry, Path(models_dir)) / CHECKPOINT_FILE
-    return next(iter(weights.ensure_files(entry, Path(models_dir), download=download).values()))
-
-
-def load_cyclegan(entry: Any = None, models_dir: Path | None = None, device: Any = "cpu", *,
-                  checkpoint: str | Path | None = None, download: bool = False) -> Any:
-    """The generator of `checkpoint` (a file the user points at) or else of registry `entry`."""
-    if checkpoint is not None:
-        return load_generator(Path(checkpoint).expanduser(), device)
-    if entry is None or models_dir is None:
-        raise ValueError("load_cyclegan needs a checkpoint path or an entry and a models_dir")
-    return load_generator(checkpoint_path(entry, models_dir, download=download), device)
+    name = CHECKPOINT_FILE if entry.source == "generated" else entry.files[0].name
+    return load_generator(Path(folder) / name, device)
 
 
 def build_generated(entry: Any, out_dir: Path) -> None:

@@ -33,7 +33,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from engines.errors import PromptreelError, UnsafeCheckpointError
+from engines.core.errors import PromptreelError, UnsafeCheckpointError
+from engines.core.files import fsync_path, sha256_file
 
 CODE_VERSION = "1"  # bump when the converted output for the same checkpoint would change
 
@@ -199,14 +200,6 @@ def state_dict_of(obj: Any, path: Path, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_safetensors(tensors: dict[str, Any], out_path: Path, metadata: dict[str, str]) -> None:
     """Write tensors atomically (temp file in the same directory, fsync, os.replace)."""
     from safetensors.torch import save_file
@@ -225,11 +218,11 @@ def write_safetensors(tensors: dict[str, Any], out_path: Path, metadata: dict[st
     try:
         save_file(flat, str(tmp), metadata=metadata)
         _sort_metadata(tmp)
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync(out_path.parent)
+    fsync_path(out_path.parent)
 
 
 def _sort_metadata(path: Path) -> None:
@@ -278,23 +271,13 @@ def cached_safetensors(ckpt_path: Path, *, prefix: str = "") -> Path:
         info = convert_ckpt(ckpt, out, prefix=prefix)
         record = {"source": ckpt.name, "source_size": st.st_size,
                   "source_mtime_ns": st.st_mtime_ns, "prefix": prefix,
-                  "code_version": CODE_VERSION, **info, "sha256": _sha256(out),
+                  "code_version": CODE_VERSION, **info, "sha256": sha256_file(out),
                   "mtime_ns": out.stat().st_mtime_ns}
         tmp = meta.with_name(f".{meta.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-        _fsync(tmp)
+        fsync_path(tmp)
         os.replace(tmp, meta)
     return out
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cache_valid(ckpt: Path, out: Path, meta: Path, prefix: str) -> bool:
@@ -306,6 +289,6 @@ def _cache_valid(ckpt: Path, out: Path, meta: Path, prefix: str) -> bool:
         return (record["source_size"] == st.st_size and record["source_mtime_ns"] == st.st_mtime_ns
                 and record["prefix"] == prefix and record["code_version"] == CODE_VERSION
                 and got.st_size == record["size"]
-                and (got.st_mtime_ns == record["mtime_ns"] or _sha256(out) == record["sha256"]))
+                and (got.st_mtime_ns == record["mtime_ns"] or sha256_file(out) == record["sha256"]))
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -1,33 +1,32 @@
 """Memory that fits: estimate a render's peak memory before it starts, and fit a shot to a GPU.
 
-How the estimate works: the engine's own `probe` (one iteration of a one-frame shot: start
-latent or frame, loss, backward, optimiser step; `vqgan_clip.probe`, `pixel_clip.probe`) runs on
-*meta* copies of the loaded models (shapes only: no data, no arithmetic, no allocation) under a
-dispatch mode that adds the bytes of every tensor storage an operation creates and subtracts them
-when the storage is freed. Its high-water mark is the iteration's working memory, so the estimate
-follows the real code, whatever the architecture (VQGAN layout, CLIP model), size, cutouts and
-number of perceptors. Weights (parameters and buffers of the models) are counted apart.
+How the estimate works: the engine's own `memory_step` (one step of its work: for the CLIP
+engines one iteration of a one-frame shot: start latent or frame, loss, backward, optimiser
+step) runs on *meta* copies of the loaded models (the engine's `meta_models`: shapes only, no
+data, no arithmetic, no allocation) under a dispatch mode that adds the bytes of every tensor
+storage an operation creates and subtracts them when the storage is freed. Its high-water mark is
+the step's working memory, so the estimate follows the real code, whatever the architecture,
+size and settings. Weights (parameters and buffers of the models) are counted apart, plus any
+copies the engine declares (e.g. the bf16 casts autograd keeps under autocast).
 
-For a CUDA fast path (bf16 autocast) the probe runs on bf16 copies of the VQGAN decoder and the
-perceptors (autocast's activations) and adds a bf16 copy of their weights (the casts autograd
-keeps for the backward pass). Checked on this project's CPU against the growth of the resident
-set (docs/benchmarks.md, tests/engines/test_memory.py); the CUDA figures are not yet checked on a
-GPU. cuDNN workspaces and allocator fragmentation are not modelled: `fits` keeps a margin
-(HEADROOM, RESERVE_BYTES).
+Checked on this project's CPU against the growth of the resident set (docs/benchmarks.md,
+tests/engines/test_memory.py); the CUDA figures are not yet checked on a GPU. cuDNN workspaces and
+allocator fragmentation are not modelled: `fits` keeps a margin (HEADROOM, RESERVE_BYTES).
 
-API (sizes are output pixels; memory in bytes):
-- `estimate(engine, settings, width, height, *, perceptors, vqgan=None, device) -> Estimate`
-  (`.weights`, `.working`, `.total`).
-- `free_memory(device) -> int | None`: free bytes on a CUDA device, None elsewhere (no preflight
-  on a CPU: the operating system pages instead of failing).
-- `preflight(engine, settings, width, height, *, perceptors, vqgan, device, shot)
-  -> (settings, note)`: unchanged settings when the iteration fits the free memory; with
-  `settings.auto_fit` the fitted settings and a note saying what changed; otherwise
-  `DeviceMemoryError` naming the largest size and cutouts that would fit.
-- `fit(...)`, `suggestions(...)`: the two halves of that.
-- `out_of_memory(engine, settings, width, height, *, ..., shot)`: the `DeviceMemoryError` that
-  replaces a `torch.cuda.OutOfMemoryError` raised mid-render (same suggestions).
-- `live_bytes()`, `meta_clone(module)`: the tracer and the model copier (benchmarks, tests).
+API (sizes are output pixels; memory in bytes; `engine` is an engine module, see
+engines/frames/base.py):
+- `Prober(engine, settings, models, device)`: meta copies built once; `.weights`,
+  `.working(settings, width, height)` (memoised: the fit searches call it repeatedly).
+- `estimate(engine, settings, width, height, models, device) -> Estimate`.
+- `free_memory(device) -> int | None`: free bytes on a CUDA device, None elsewhere (no
+  preflight on a CPU: the operating system pages instead of failing).
+- `preflight(engine, settings, width, height, models, device, shot) -> (settings, note)`:
+  unchanged settings when the step fits the free memory; with `settings.auto_fit` the engine's
+  `fit` and a note saying what changed; otherwise `DeviceMemoryError` naming the largest size
+  and the most units (`MEMORY_UNIT`) that would fit, plus the engine's own `memory_tips`.
+- `out_of_memory(...)`: the `DeviceMemoryError` that replaces a `torch.cuda.OutOfMemoryError`
+  raised mid-render (same suggestions).
+- `live_bytes()`, `meta_clone(module)`, `meta_perceptors(...)`: the tracer and the model copiers.
 """
 
 from __future__ import annotations
@@ -42,15 +41,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from engines.errors import PromptreelError
+from engines.core.errors import PromptreelError
 
 log = logging.getLogger("promptreel")
 
 HEADROOM = 1.10  # the estimate times this must fit (allocator rounding, fragmentation)
 RESERVE_BYTES = 512 * 2 ** 20  # and this much must stay free (cuDNN workspaces, CUDA graphs)
-MIN_CUTN = 8  # auto_fit never lowers vqgan_clip's cutn below this (fewer: a noisy loss)
 GIB = 2 ** 30
-UNITS = {"vqgan_clip": ("cutn", "cutouts"), "pixel_clip": ("n_augments", "augmentations")}
 
 
 class DeviceMemoryError(PromptreelError):
@@ -164,58 +161,46 @@ def nbytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
-def _engine(name: str) -> Any:
-    from engines import pixel_clip, vqgan_clip
+def meta_perceptors(perceptors: list, bf16: bool) -> tuple[list, int, int]:
+    """Meta copies of CLIP perceptors (bf16 when `bf16`), their weight bytes, and the bytes of
+    the bf16 copies of their vision towers autograd keeps under autocast (0 without bf16)."""
+    import torch
 
-    return {vqgan_clip.NAME: vqgan_clip, pixel_clip.NAME: pixel_clip}[name]
+    dtype = torch.bfloat16 if bf16 else None
+    meta = [dataclasses.replace(p, model=meta_clone(p.model, dtype), mean=p.mean.to("meta"),
+                                std=p.std.to("meta")) for p in perceptors]
+    weights = sum(nbytes(p.model) for p in perceptors)
+    cast = sum(nbytes(p.model.visual) // 2 for p in perceptors) if bf16 else 0
+    return meta, weights, cast
 
 
 class Prober:
-    """Meta copies of one shot's models, built once; `working(settings, w, h)` runs the engine's
-    probe on them (memoised: the fit searches call it repeatedly)."""
+    """Meta copies of one shot's models, built once (the engine's `meta_models`);
+    `working(settings, w, h)` runs the engine's `memory_step` on them (memoised)."""
 
-    def __init__(self, engine: str, settings: Any, *, perceptors: list, vqgan: Any = None,
-                 device: Any = "cuda"):
+    def __init__(self, engine: Any, settings: Any, models: dict[str, tuple], device: Any = "cuda"):
         import torch
 
-        self.engine, self.module = engine, _engine(engine)
+        self.engine, self.name = engine, engine.NAME
         self.device = torch.device(device)
-        bf16 = self.device.type == "cuda" and settings.path == "fast"
-        dtype = torch.bfloat16 if bf16 else None
-        self.perceptors = [dataclasses.replace(
-            p, model=meta_clone(p.model, dtype), mean=p.mean.to("meta"), std=p.std.to("meta"))
-            for p in perceptors]
-        self.vqgan = None
-        self.weights = sum(nbytes(p.model) for p in perceptors)
-        cast = sum(nbytes(p.model.visual) // 2 for p in perceptors) if bf16 else 0
-        if vqgan is not None and engine == "vqgan_clip":
-            from engines.vqgan_clip import prepare_model
-
-            self.vqgan = prepare_model(meta_clone(vqgan), settings)  # not part of an iteration
-            if bf16:
-                self.vqgan.decoder.to(torch.bfloat16)
-                self.vqgan.post_quant_conv.to(torch.bfloat16)
-                cast += (nbytes(vqgan.decoder) + nbytes(vqgan.post_quant_conv)) // 2
-            self.weights += nbytes(vqgan)
-        self.cast = cast  # bf16 weight copies autograd keeps under autocast
+        self.meta, self.weights, self.cast = engine.meta_models(models, settings, self.device)
         self._memo: dict[tuple, int] = {}
 
     def working(self, settings: Any, width: int, height: int) -> int:
-        """Peak bytes of one iteration on top of the weights."""
+        """Peak bytes of one step on top of the weights."""
         key = (settings.model_dump_json(), width, height)
         if key not in self._memo:
             mode = live_bytes()
             with fused_attention(), mode:
-                self.module.probe(settings, width, height, vqgan=self.vqgan,
-                                  perceptors=self.perceptors, device="meta")
+                self.engine.memory_step(settings, width, height, self.meta, device="meta")
             self._memo[key] = mode.peak + self.cast
         return self._memo[key]
 
 
-def estimate(engine: str, settings: Any, width: int, height: int, *, perceptors: list,
-             vqgan: Any = None, device: Any = "cuda") -> Estimate:
+def estimate(engine: Any, settings: Any, width: int, height: int, models: dict[str, tuple],
+             device: Any = "cuda") -> Estimate:
     """Peak memory of rendering width x height with these settings and models on `device`."""
-    prober = Prober(engine, settings, perceptors=perceptors, vqgan=vqgan, device=device)
+    prober = Prober(engine, settings, models, device)
     return Estimate(prober.weights, prober.working(settings, width, height))
 
 
@@ -253,60 +238,43 @@ def _scaled(width: int, height: int, units: int, step: int) -> tuple[int, int]:
     return w, max(2, round(w * height / width / 2) * 2)
 
 
+def largest_count(prober: Prober, settings: Any, width: int, height: int, free: int,
+                  lowest: int = 1) -> int | None:
+    """The most units (the engine's MEMORY_UNIT setting, below its current value, not below
+    `lowest`) that fit in `free` bytes at this size; None if none do."""
+    field, _ = prober.engine.MEMORY_UNIT
+    return _largest(lowest, getattr(settings, field) - 1, lambda n: fits(
+        prober.working(settings.model_copy(update={field: n}), width, height), free))
+
+
 def suggestions(prober: Prober, settings: Any, width: int, height: int, free: int) -> dict:
-    """What would fit in `free` bytes: {"size": (w, h) at the same cutouts or None,
-    "count": the most cutouts (augmentations) at this size or None,
-    "checkpointing": bytes needed with decoder_checkpointing (vqgan_clip, when it is off)}."""
-    field, _ = UNITS[prober.engine]
+    """What would fit in `free` bytes: {"size": (w, h) with the same settings or None,
+    "count": the most units (MEMORY_UNIT) at this size or None}."""
     step = 16
     size_units = _largest(1, max(1, width // step), lambda u: fits(
         prober.working(settings, *_scaled(width, height, u, step)), free))
-    count = _largest(1, getattr(settings, field) - 1, lambda n: fits(
-        prober.working(settings.model_copy(update={field: n}), width, height), free))
-    out: dict[str, Any] = {"size": _scaled(width, height, size_units, step)
-                           if size_units else None, "count": count}
-    if prober.engine == "vqgan_clip" and not settings.decoder_checkpointing:
-        out["checkpointing"] = prober.working(
-            settings.model_copy(update={"decoder_checkpointing": True}), width, height)
-    return out
+    return {"size": _scaled(width, height, size_units, step) if size_units else None,
+            "count": largest_count(prober, settings, width, height, free)}
 
 
 def fit(prober: Prober, settings: Any, width: int, height: int, free: int) -> tuple[Any, str]:
-    """Settings lowered until an iteration fits in `free` bytes, and what changed.
-    vqgan_clip: decoder_checkpointing; then the most cutouts (not below MIN_CUTN) that fit, if
-    any do; else the largest canvas_scale that fits (at large sizes the checkpointed decoder's
-    recomputation sets the peak, and fewer cutouts would not help). pixel_clip: the most
-    n_augments that fit. Raises DeviceMemoryError when nothing fits."""
-    s, changes = settings, []
-
-    def ok(candidate: Any) -> bool:
-        return fits(prober.working(candidate, width, height), free)
-
-    if prober.engine == "vqgan_clip":
-        if not s.decoder_checkpointing:
-            s = s.model_copy(update={"decoder_checkpointing": True})
-            changes.append("decoder_checkpointing=true")
-        if not ok(s) and s.cutn > MIN_CUTN:  # fewer cutouts, if that alone makes it fit
-            n = _largest(MIN_CUTN, s.cutn - 1, lambda c: ok(s.model_copy(update={"cutn": c})))
+    """Settings lowered (the engine's `fit`, or else fewer MEMORY_UNIT) until a step fits in
+    `free` bytes, and what changed. Raises DeviceMemoryError when nothing fits."""
+    fitter = getattr(prober.engine, "fit", None)
+    if fitter is not None:
+        s, changes = fitter(prober, settings, width, height, free)
+    else:
+        s, changes = settings, []
+        if not fits(prober.working(s, width, height), free):
+            n = largest_count(prober, s, width, height, free)
             if n is not None:
-                s = s.model_copy(update={"cutn": n})
-                changes.append(f"cutn={n}")
-        if not ok(s):  # a smaller canvas (with checkpointing the decoder sets the peak)
-            units = round(width * s.canvas_scale) // 16
-            u = _largest(1, units - 1, lambda k: ok(s.model_copy(
-                update={"canvas_scale": k * 16 / width})))
-            if u is not None:
-                s = s.model_copy(update={"canvas_scale": u * 16 / width})
-                changes.append(f"canvas_scale={s.canvas_scale:.3f}")
-    elif not ok(s):
-        n = _largest(1, s.n_augments - 1, lambda c: ok(s.model_copy(update={"n_augments": c})))
-        if n is not None:
-            s = s.model_copy(update={"n_augments": n})
-            changes.append(f"n_augments={n}")
+                field, _ = prober.engine.MEMORY_UNIT
+                s = s.model_copy(update={field: n})
+                changes.append(f"{field}={n}")
     need = prober.working(s, width, height)
     if not fits(need, free):
         raise DeviceMemoryError(
-            f"{prober.engine} at {width}x{height} does not fit even after auto_fit "
+            f"{prober.name} at {width}x{height} does not fit even after auto_fit "
             f"({', '.join(changes) or 'nothing left to lower'}): it needs about "
             f"{need / GIB:.1f} GiB, {free / GIB:.1f} GiB free; use a smaller resolution")
     return s, ", ".join(changes)
@@ -314,11 +282,11 @@ def fit(prober: Prober, settings: Any, width: int, height: int, free: int) -> tu
 
 def _message(prober: Prober, settings: Any, width: int, height: int, free: int, need: int,
              shot: str, device: Any, what: str) -> str:
-    field, noun = UNITS[prober.engine]
+    field, noun = prober.engine.MEMORY_UNIT
     count = getattr(settings, field)
     tips = suggestions(prober, settings, width, height, free)
-    lines = [f"shot {shot!r}: {prober.engine} at {width}x{height} with {count} {noun} {what} "
-             f"about {need / GIB:.1f} GiB of {device} memory per iteration on top of the "
+    lines = [f"shot {shot!r}: {prober.name} at {width}x{height} with {count} {noun} {what} "
+             f"about {need / GIB:.1f} GiB of {device} memory per step on top of the "
              f"models, and {free / GIB:.1f} GiB is free (with a {HEADROOM:.0%} margin and "
              f"{RESERVE_BYTES // 2 ** 20} MiB reserve)."]
     fitting = []
@@ -329,22 +297,21 @@ def _message(prober: Prober, settings: Any, width: int, height: int, free: int, 
         fitting.append(f"{width}x{height} at engine.{field}={tips['count']}")
     lines.append("  what fits: " + (" or ".join(fitting) if fitting else "nothing at this "
                                     "size; a smaller resolution or a larger GPU"))
-    if "checkpointing" in tips:
-        ck = tips["checkpointing"]
-        lines.append(f"  engine.decoder_checkpointing=true needs about {ck / GIB:.1f} GiB"
-                     f" ({'fits' if fits(ck, free) else 'still too much'})")
+    more = getattr(prober.engine, "memory_tips", None)
+    if more is not None:
+        lines += [f"  {tip}" for tip in more(prober, settings, width, height, free)]
     lines.append("  or set engine.auto_fit=true to lower the settings automatically")
     return "\n".join(lines)
 
 
-def preflight(engine: str, settings: Any, width: int, height: int, *, perceptors: list,
-              vqgan: Any = None, device: Any, shot: str) -> tuple[Any, str | None]:
+def preflight(engine: Any, settings: Any, width: int, height: int, models: dict[str, tuple], *,
+              device: Any, shot: str) -> tuple[Any, str | None]:
     """(settings to render with, a note of what auto_fit changed or None); raises
     DeviceMemoryError when the shot would not fit and auto_fit is off. Only on CUDA."""
     free = free_memory(device)
     if free is None:
         return settings, None
-    prober = Prober(engine, settings, perceptors=perceptors, vqgan=vqgan, device=device)
+    prober = Prober(engine, settings, models, device)
     need = prober.working(settings, width, height)
     log.info("%s: memory estimate %.2f GiB per iteration (+ %.2f GiB of models), %.2f GiB free",
              shot, need / GIB, prober.weights / GIB, free / GIB)
@@ -358,14 +325,14 @@ def preflight(engine: str, settings: Any, width: int, height: int, *, perceptors
                                      "needs"))
 
 
-def out_of_memory(engine: str, settings: Any, width: int, height: int, *, perceptors: list,
-                  vqgan: Any = None, device: Any, shot: str) -> DeviceMemoryError:
+def out_of_memory(engine: Any, settings: Any, width: int, height: int,
+                  models: dict[str, tuple], *, device: Any, shot: str) -> DeviceMemoryError:
     """The error that replaces a torch.cuda.OutOfMemoryError raised while rendering."""
     free = free_memory(device)
-    prober = Prober(engine, settings, perceptors=perceptors, vqgan=vqgan, device=device)
+    prober = Prober(engine, settings, models, device)
     need = prober.working(settings, width, height)
     if free is None:
         return DeviceMemoryError(f"shot {shot!r}: {device} ran out of memory at {width}x{height}"
-                                 f" (estimate {need / GIB:.1f} GiB per iteration)")
+                                 f" (estimate {need / GIB:.1f} GiB per step)")
     return DeviceMemoryError("ran out of memory. " + _message(
         prober, settings, width, height, free, need, shot, device, "needed"))

@@ -1,6 +1,6 @@
 """Editing with the bundled ffmpeg: intermediates, speed modulation, shot blending, export.
 
-Every function builds an ffmpeg-python graph, runs it through `tasks.ffmpeg.run` (argv, no
+Every function builds an ffmpeg-python graph, runs it through `engines.media.ffmpeg.run` (argv, no
 shell, stderr in the error) and never trusts ffmpeg's frame count: the count is planned in
 Python, every output goes through a guard (`tpad` clones the last frame, `trim` cuts at the
 planned count) and is then decoded (`probe`) and checked; a mismatch raises.
@@ -15,14 +15,11 @@ run never leaves a playable-looking partial file under the final name.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
-import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -30,18 +27,12 @@ from typing import Any, Literal
 import ffmpeg
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from engines.errors import ConfigError, PromptreelError
-from engines.speed import SpeedSettings, hold_indices, source_positions, source_starts
-from tasks.ffmpeg import OUTPUT_BITEXACT, MediaInfo, probe, run
+from engines.core.errors import ConfigError, PromptreelError
+from engines.core.files import atomic_output, link_or_copy
+from engines.media.ffmpeg import OUTPUT_BITEXACT, MediaInfo, probe, run
+from engines.planning.joins import Transition, planned_total
+from engines.planning.speed import SpeedSettings, hold_indices, source_positions, source_starts
 
-# ffmpeg's xfade transitions (all but `custom`), as listed by `ffmpeg -h filter=xfade`
-TRANSITIONS = frozenset(
-    "fade wipeleft wiperight wipeup wipedown slideleft slideright slideup slidedown circlecrop "
-    "rectcrop distance fadeblack fadewhite radial smoothleft smoothright smoothup smoothdown "
-    "circleopen circleclose vertopen vertclose horzopen horzclose dissolve pixelize diagtl diagtr "
-    "diagbl diagbr hlslice hrslice vuslice vdslice hblur fadegrays wipetl wipetr wipebl wipebr "
-    "squeezeh squeezev zoomin fadefast fadeslow hlwind hrwind vuwind vdwind coverleft coverright "
-    "coverup coverdown revealleft revealright revealup revealdown".split())
 INTERMEDIATE = {"vcodec": "ffv1", "level": 3, "g": 1, "pix_fmt": "gbrp", "format": "matroska"}
 MIN_INTERPOLATE = 32  # px: minterpolate's smallest frame side
 FRAME_NAME = re.compile(r"^(\d{6})\.png$")
@@ -98,31 +89,6 @@ def _exact(stream: Any, n: int, rate: Fraction) -> Any:
             .filter("setpts", f"N/({_rate_str(rate)})/TB"))
 
 
-def _fsync(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_output(out_path: Path) -> Iterator[Path]:
-    """Yield `<out>.part` in the same directory; on success fsync it and rename it to `out`."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".part")
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        _fsync(tmp)
-        os.replace(tmp, out_path)
-        _fsync(out_path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _check_count(path: Path, n: int, what: str, *, decode: bool = False) -> MediaInfo:
     """Probe an output (packets for intermediates, full decode for exports); raise on a
     frame count other than the plan."""
@@ -156,13 +122,6 @@ def extract_png(video: Path, out_dir: Path) -> int:
 
 
 # ---------------------------------------------------------------- speed
-def _link(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def _quote_concat(path: Path) -> str:
     return "'" + str(path).replace("'", "'\\''") + "'"
 
@@ -214,7 +173,7 @@ def modulate_speed(src: Path, n_in: int, fps: float, settings: SpeedSettings, ou
                 seq = tmp / "hold"
                 seq.mkdir()
                 for k, i in enumerate(idx):
-                    _link(frames[i], seq / f"{k:06d}.png")
+                    link_or_copy(frames[i], seq / f"{k:06d}.png")
             return encode_intermediate(seq, fps, out_path)
         _timeline_list(frames, source_starts(n_in, settings, fps, key=key), rate, tmp / "list.txt")
         stream = ffmpeg.input(str(tmp / "list.txt"), f="concat", safe=0).video
@@ -242,41 +201,6 @@ def modulate_speed(src: Path, n_in: int, fps: float, settings: SpeedSettings, ou
 
 
 # ---------------------------------------------------------------- blending shots
-@dataclass(frozen=True)
-class Transition:
-    """How one shot joins the next: `cut`, or an xfade transition over `frames` frames."""
-
-    kind: str = "cut"
-    frames: int = 0  # overlap in frames (ignored for a cut)
-
-    def __post_init__(self) -> None:
-        if self.kind != "cut" and self.kind not in TRANSITIONS:
-            raise ConfigError("transition.kind", self.kind, f"cut, {', '.join(sorted(TRANSITIONS))}")
-        if not isinstance(self.frames, int) or self.frames < 0:
-            raise ConfigError("transition.frames", self.frames, "an integer >= 0")
-
-    @property
-    def overlap(self) -> int:
-        """Frames shared by the two shots (0 for a cut or a 0-frame transition)."""
-        return 0 if self.kind == "cut" else self.frames
-
-
-def planned_total(lengths: Sequence[int], transitions: Sequence[Transition]) -> int:
-    """Frames of the joined film: sum of the shots minus every cross-fade's overlap."""
-    if len(transitions) != len(lengths) - 1:
-        raise ValueError(f"{len(lengths)} shots need {len(lengths) - 1} transitions, "
-                         f"got {len(transitions)}")
-    acc = lengths[0]
-    for j, t in enumerate(transitions):
-        nxt = lengths[j + 1]
-        if t.overlap > min(acc, nxt):
-            raise ConfigError(f"transitions.{j}.frames", t.frames,
-                              f"at most {min(acc, nxt)} (the shorter of the {acc} frames so far "
-                              f"and the next shot's {nxt})")
-        acc += nxt - t.overlap
-    return acc
-
-
 def blend_shots(videos: Sequence[Path], fps: float, transitions: Sequence[Transition],
                 out_path: Path) -> int:
     """Join shots with hard cuts (concat) or xfade cross-fades into one FFV1 intermediate of

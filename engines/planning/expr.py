@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 from functools import lru_cache
 
-from engines.errors import ConfigError
+from engines.core.errors import ConfigError
 
 MAX_CHARS = 1000
 MAX_NODES = 256
