@@ -55,10 +55,10 @@ def measure(engine: str, sizes: list[tuple[int, int]], overrides: dict[str, Any]
     real = {"clip": [perc], **({"vqgan": vq} if vq is not None else {})}
     cuda = device.startswith("cuda")
     module.memory_step(settings, 64, 64, real, device=device)  # warm-up
-    prober = memory.Prober(module, settings, loaded, device)
+    tracer = memory.MemoryTracer(module, settings, loaded, device)
     rows = []
     for w, h in sizes:
-        est = prober.working(settings, w, h)
+        est = tracer.working(settings, w, h)
         common.sync(device)
         if cuda:
             torch.cuda.empty_cache()

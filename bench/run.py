@@ -56,12 +56,12 @@ def published_estimates(vqgan: str, clip: str, models: Path | None) -> list[dict
     vq, perc = common.load(vqgan, clip, "cpu", models)
     rows = []
     for path in ("reference", "fast"):
-        prober = memory.Prober(V, V.Settings(cutn=32, path=path),
+        tracer = memory.MemoryTracer(V, V.Settings(cutn=32, path=path),
                                {"vqgan": (vq,), "clip": (perc,)}, device="cuda")
         for size, gib in PUBLISHED:
             w, h = (int(v) for v in size.split("x"))
-            work = prober.working(V.Settings(cutn=32, path=path), w, h)
-            rows.append({"size": size, "path": path, "weights": prober.weights,
+            work = tracer.working(V.Settings(cutn=32, path=path), w, h)
+            rows.append({"size": size, "path": path, "weights": tracer.weights,
                          "working": work, "published_gib": gib})
     return rows
 

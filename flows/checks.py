@@ -259,6 +259,7 @@ def check_checkpoint_file(path: str, key: str) -> None:
 
 # ---------------------------------------------------------------- semantics
 def check_semantics(cfg: Any) -> None:
+    """`cfg`: the RenderConfig flows/config.py is building (this module is below it)."""
     from engines.frames.registry import ENGINES
     from engines.models.registry import CONFIG_KEYS
     from engines.planning.prompts import parse_image_prompt, parse_prompt_schedule

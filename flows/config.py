@@ -12,9 +12,9 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engines.core.errors import ConfigError
 from engines.frames.base import EngineSettings
@@ -22,13 +22,13 @@ from engines.frames.registry import ENGINES, EngineConfig
 from engines.media.editing import ExportSettings
 from engines.models.registry import ModelEntry
 from engines.music.musicgen import SoundtrackSettings
+from engines.planning.film import Film, Shot
 from engines.planning.plan import ShotPlan
 from engines.planning.speed import SpeedSettings
 from engines.post.refine import RefineSettings
+from tasks.runtime import Runtime
 
-SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SIDE = 8192  # pixels; larger is refused as absurd
-MAX_FRAMES = 100_000
 MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (NumPy's range; torch takes them all)
 
 
@@ -36,122 +36,10 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def slug(v: str) -> str:
-    """A film or shot name: it becomes part of paths, so no '/', no leading '.', no spaces."""
-    if not SLUG.match(v):
-        raise ValueError("accepted: a name of letters, digits, '_', '-', '.' (not first), "
-                         "at most 64 characters")
-    return v
-
-
-class Runtime(Frozen):
-    """Where and how to run: never part of any cache key."""
-
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    cache_dir: Path  # artefact cache (absolute)
-    models_dir: Path  # downloaded and generated weights
-    run_dir: Path  # this run's Hydra output dir (report, final video link)
-    download: bool = True  # fetch missing weights on first use
-    threads: int | None = Field(default=None, ge=1)  # CPU threads for torch (None = torch default)
-    log_every: int = Field(default=1, ge=1)  # log a progress line every N frames
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-            raise ValueError("accepted: auto, cpu, cuda or cuda:N")
-        return v
-
-
 class Resolution(Frozen):
     name: str = ""
     width: int = Field(gt=0, le=MAX_SIDE)  # output pixels
     height: int = Field(gt=0, le=MAX_SIDE)
-
-
-class Motion(Frozen):
-    """Camera motion per frame (animate_2d), each a Deforum-style schedule string of `t`."""
-
-    zoom: str = "0:(1.0)"  # scale per frame (1.02 = 2% closer each frame)
-    angle: str = "0:(0)"  # degrees per frame, counter-clockwise
-    translation_x: str = "0:(0)"  # pixels per frame, right positive
-    translation_y: str = "0:(0)"  # pixels per frame, down positive
-    interpolation: Literal["linear", "cubic"] = "linear"
-
-
-class PromptTransition(Frozen):
-    kind: Literal["cut", "crossfade", "interpolate"] = "cut"  # between prompt keyframes (engines/planning/timeline.py)
-    frames: int = Field(default=0, ge=0)  # crossfade length in frames, starting at the key
-
-
-class ShotJoin(Frozen):
-    """How this shot joins the next one (post-production blend_shots)."""
-
-    kind: str = "cut"  # cut, or an ffmpeg xfade transition: fade, dissolve, wipeleft, ...
-    seconds: float = Field(default=0.0, ge=0)  # overlap length of a cross-fade
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, v: str) -> str:
-        from engines.planning.joins import TRANSITIONS
-
-        if v != "cut" and v not in TRANSITIONS:
-            raise ValueError(f"accepted: cut, {', '.join(sorted(TRANSITIONS))}")
-        return v
-
-
-class Shot(Frozen):
-    name: str
-    prompts: str | dict[str, str]  # one prompt line, or keyframes {"0": ..., "30": ...} / {"2.5s": ...}
-    frames: int | None = Field(default=None, gt=0, le=MAX_FRAMES)  # length in frames ...
-    seconds: float | None = Field(default=None, gt=0)  # ... or in seconds (one of the two)
-    transition: PromptTransition = PromptTransition()
-    engine: str | None = None  # None: the film's engine
-    engine_overrides: dict[str, Any] = {}  # fields of the engine's settings for this shot only
-    motion: Motion = Motion()
-    image_prompts: tuple[str, ...] = ()  # "path:weight[:stop]"
-    init_image: str | None = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # None: the film seed + the shot's index
-    speed: dict[str, Any] | None = None  # this shot's speed settings (None: the film's)
-    join: ShotJoin = ShotJoin()
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return slug(v)
-
-    @field_validator("prompts", mode="before")
-    @classmethod
-    def _keys(cls, v: Any) -> Any:
-        """Keyframe keys as text: YAML `{0: a, 30: b}` and Hydra's `+...prompts={0: a}` give ints."""
-        if isinstance(v, dict):
-            return {k if isinstance(k, str) or isinstance(k, bool) else str(k): x
-                    for k, x in v.items()}
-        return v
-
-    @model_validator(mode="after")
-    def _length(self) -> Shot:
-        if (self.frames is None) == (self.seconds is None):
-            raise ValueError("give exactly one of frames or seconds")
-        return self
-
-
-class Film(Frozen):
-    name: str  # names the run directory (outputs/runs/<name>/...): a slug, no '/' or '..'
-    fps: float = Field(gt=0, le=240)  # frames per second of the rendered shots and the export
-    shots: tuple[Shot, ...] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return slug(v)
-
-    @model_validator(mode="after")
-    def _unique(self) -> Film:
-        names = [s.name for s in self.shots]
-        if len(set(names)) != len(names):
-            raise ValueError(f"shot names must be unique, got {names}")
-        return self
 
 
 class RenderConfig(Frozen):

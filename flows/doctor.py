@@ -13,7 +13,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from flows.config import RenderConfig
 
 MIN_FREE_GB = 5.0
 ENCODERS = ("libx264", "libx265", "libvpx-vp9", "prores_ks", "aac", "libopus", "gif")
@@ -74,7 +77,7 @@ def check_disk(path: Any, label: str) -> Check:
     return Check(True, f"{label} {path}: {free:.1f} GiB free")
 
 
-def check_models(cfg: Any) -> list[Check]:
+def check_models(cfg: RenderConfig) -> list[Check]:
     from engines.models import weights
     from flows.pre_production import model_entries
 
@@ -109,7 +112,7 @@ def check_prefect() -> Check:
                      "start a temporary one")
 
 
-def doctor(cfg: Any) -> int:
+def doctor(cfg: RenderConfig) -> int:
     """Print every check; return the exit code (1 if anything needs fixing)."""
     checks = [check_ffmpeg(), check_torch(cfg.runtime.device),
               check_disk(cfg.runtime.cache_dir, "cache"),

@@ -7,8 +7,9 @@ from typing import Any
 from prefect import flow
 
 from engines.models.registry import Prepared
+from engines.planning.film import Shot
 from engines.planning.plan import ShotPlan
-from flows.config import RenderConfig, Shot
+from flows.config import RenderConfig
 from tasks.artefacts import Artefact
 from tasks.cache import held_elsewhere
 from tasks.compose_soundtrack import compose_soundtrack

@@ -13,17 +13,20 @@ from typing import Any
 
 from prefect import task
 
+from engines.models.registry import Prepared
 from engines.music import musicgen
+from engines.music.musicgen import SoundtrackSettings
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "compose_soundtrack"
 CODE_VERSION = "1+" + musicgen.CODE_VERSION  # this task and the engine it runs
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def compose_soundtrack(*, settings: Any, prompt: str | None, total_frames: int, fps: float,
-                       seed: int, model: Any, input_sha256: str | None, runtime: Any) -> Artefact:
+def compose_soundtrack(*, settings: SoundtrackSettings, prompt: str | None, total_frames: int, fps: float,
+                       seed: int, model: Prepared | None, input_sha256: str | None, runtime: Runtime) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
         from engines.core.device import pick_device
         from engines.media import audio

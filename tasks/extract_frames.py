@@ -14,6 +14,7 @@ from prefect import task
 from engines.core.files import link_or_copy
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "extract_frames"
 CODE_VERSION = "1"
@@ -29,7 +30,7 @@ def link_frames(src: Path, dst: Path) -> int:
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def extract_frames(*, frames: Artefact, contact_columns: int, runtime: Any) -> Artefact:
+def extract_frames(*, frames: Artefact, contact_columns: int, runtime: Runtime) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
         from engines.media import editing
 

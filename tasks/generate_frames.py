@@ -24,6 +24,7 @@ from engines.planning.plan import ShotPlan
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
 from tasks.frame_sink import DirectorySink
+from tasks.runtime import Runtime
 
 NAME = "generate_frames"
 log = logging.getLogger("promptreel")
@@ -72,7 +73,7 @@ def write_table(records: list[dict[str, Any]], work: Path, stem: str) -> None:
 
 @task(name=NAME, **prefect_cache(NAME, code_version))
 def generate_frames(*, plan: ShotPlan, engine: EngineSettings, models: dict[str, tuple[Prepared, ...]],
-                    runtime: Any, inputs_sha256: tuple[str, ...] = ()) -> Artefact:
+                    runtime: Runtime, inputs_sha256: tuple[str, ...] = ()) -> Artefact:
     """`models`: the prepared entries the engine asked for, by kind (keyed by entry only);
     `inputs_sha256`: content hashes of the shot's init image and image prompts (keyed only)."""
     def build(work: Path) -> dict[str, Any]:

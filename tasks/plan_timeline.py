@@ -15,11 +15,13 @@ import pandas as pd
 from prefect import task
 
 from engines.core.files import atomic_path, write_json
+from engines.planning.film import Film
 from engines.planning.plan import ShotPlan
 from engines.planning.speed import SpeedSettings
 from engines.planning.timeline import timeline
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "plan_timeline"
 CODE_VERSION = "1"
@@ -37,8 +39,8 @@ def schedule_table(plans: Sequence[ShotPlan]) -> pd.DataFrame:
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def plan_timeline(*, film: Any, plans: tuple[ShotPlan, ...], speeds: tuple[SpeedSettings, ...],
-                  runtime: Any) -> Artefact:
+def plan_timeline(*, film: Film, plans: tuple[ShotPlan, ...], speeds: tuple[SpeedSettings, ...],
+                  runtime: Runtime) -> Artefact:
     """`plans`: every shot's plan, made once in pre-production (flows/pre_production.py)."""
     def build(work: Path) -> dict[str, Any]:
         tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps)

@@ -17,6 +17,7 @@ from prefect import task
 
 from engines.models import weights
 from engines.models.registry import ModelEntry, Prepared
+from tasks.runtime import Runtime
 
 NAME = "select_models"
 
@@ -27,6 +28,6 @@ def prepare(entry: ModelEntry, models_dir: Any, *, download: bool = True) -> Pre
 
 
 @task(name=NAME)
-def select_models(*, entries: tuple[ModelEntry, ...], runtime: Any) -> dict[str, Prepared]:
+def select_models(*, entries: tuple[ModelEntry, ...], runtime: Runtime) -> dict[str, Prepared]:
     """Make every entry's files present and safe; {entry name: Prepared}."""
     return {e.name: prepare(e, runtime.models_dir, download=runtime.download) for e in entries}

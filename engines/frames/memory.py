@@ -15,7 +15,7 @@ allocator fragmentation are not modelled: `fits` keeps a margin (HEADROOM, RESER
 
 API (sizes are output pixels; memory in bytes; `engine` is an engine module, see
 engines/frames/base.py):
-- `Prober(engine, settings, models, device)`: meta copies built once; `.weights`,
+- `MemoryTracer(engine, settings, models, device)`: meta copies built once; `.weights`,
   `.working(settings, width, height)` (memoised: the fit searches call it repeatedly).
 - `estimate(engine, settings, width, height, models, device) -> Estimate`.
 - `free_memory(device) -> int | None`: free bytes on a CUDA device, None elsewhere (no
@@ -174,7 +174,7 @@ def meta_perceptors(perceptors: list, bf16: bool) -> tuple[list, int, int]:
     return meta, weights, cast
 
 
-class Prober:
+class MemoryTracer:
     """Meta copies of one shot's models, built once (the engine's `meta_models`);
     `working(settings, w, h)` runs the engine's `memory_step` on them (memoised)."""
 
@@ -200,8 +200,8 @@ class Prober:
 def estimate(engine: Any, settings: Any, width: int, height: int, models: dict[str, tuple],
              device: Any = "cuda") -> Estimate:
     """Peak memory of rendering width x height with these settings and models on `device`."""
-    prober = Prober(engine, settings, models, device)
-    return Estimate(prober.weights, prober.working(settings, width, height))
+    tracer = MemoryTracer(engine, settings, models, device)
+    return Estimate(tracer.weights, tracer.working(settings, width, height))
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -238,54 +238,54 @@ def _scaled(width: int, height: int, units: int, step: int) -> tuple[int, int]:
     return w, max(2, round(w * height / width / 2) * 2)
 
 
-def largest_count(prober: Prober, settings: Any, width: int, height: int, free: int,
+def largest_count(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int,
                   lowest: int = 1) -> int | None:
     """The most units (the engine's MEMORY_UNIT setting, below its current value, not below
     `lowest`) that fit in `free` bytes at this size; None if none do."""
-    field, _ = prober.engine.MEMORY_UNIT
+    field, _ = tracer.engine.MEMORY_UNIT
     return _largest(lowest, getattr(settings, field) - 1, lambda n: fits(
-        prober.working(settings.model_copy(update={field: n}), width, height), free))
+        tracer.working(settings.model_copy(update={field: n}), width, height), free))
 
 
-def suggestions(prober: Prober, settings: Any, width: int, height: int, free: int) -> dict:
+def suggestions(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int) -> dict:
     """What would fit in `free` bytes: {"size": (w, h) with the same settings or None,
     "count": the most units (MEMORY_UNIT) at this size or None}."""
     step = 16
     size_units = _largest(1, max(1, width // step), lambda u: fits(
-        prober.working(settings, *_scaled(width, height, u, step)), free))
+        tracer.working(settings, *_scaled(width, height, u, step)), free))
     return {"size": _scaled(width, height, size_units, step) if size_units else None,
-            "count": largest_count(prober, settings, width, height, free)}
+            "count": largest_count(tracer, settings, width, height, free)}
 
 
-def fit(prober: Prober, settings: Any, width: int, height: int, free: int) -> tuple[Any, str]:
+def fit(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int) -> tuple[Any, str]:
     """Settings lowered (the engine's `fit`, or else fewer MEMORY_UNIT) until a step fits in
     `free` bytes, and what changed. Raises DeviceMemoryError when nothing fits."""
-    fitter = getattr(prober.engine, "fit", None)
+    fitter = getattr(tracer.engine, "fit", None)
     if fitter is not None:
-        s, changes = fitter(prober, settings, width, height, free)
+        s, changes = fitter(tracer, settings, width, height, free)
     else:
         s, changes = settings, []
-        if not fits(prober.working(s, width, height), free):
-            n = largest_count(prober, s, width, height, free)
+        if not fits(tracer.working(s, width, height), free):
+            n = largest_count(tracer, s, width, height, free)
             if n is not None:
-                field, _ = prober.engine.MEMORY_UNIT
+                field, _ = tracer.engine.MEMORY_UNIT
                 s = s.model_copy(update={field: n})
                 changes.append(f"{field}={n}")
-    need = prober.working(s, width, height)
+    need = tracer.working(s, width, height)
     if not fits(need, free):
         raise DeviceMemoryError(
-            f"{prober.name} at {width}x{height} does not fit even after auto_fit "
+            f"{tracer.name} at {width}x{height} does not fit even after auto_fit "
             f"({', '.join(changes) or 'nothing left to lower'}): it needs about "
             f"{need / GIB:.1f} GiB, {free / GIB:.1f} GiB free; use a smaller resolution")
     return s, ", ".join(changes)
 
 
-def _message(prober: Prober, settings: Any, width: int, height: int, free: int, need: int,
+def _message(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int, need: int,
              shot: str, device: Any, what: str) -> str:
-    field, noun = prober.engine.MEMORY_UNIT
+    field, noun = tracer.engine.MEMORY_UNIT
     count = getattr(settings, field)
-    tips = suggestions(prober, settings, width, height, free)
-    lines = [f"shot {shot!r}: {prober.name} at {width}x{height} with {count} {noun} {what} "
+    tips = suggestions(tracer, settings, width, height, free)
+    lines = [f"shot {shot!r}: {tracer.name} at {width}x{height} with {count} {noun} {what} "
              f"about {need / GIB:.1f} GiB of {device} memory per step on top of the "
              f"models, and {free / GIB:.1f} GiB is free (with a {HEADROOM:.0%} margin and "
              f"{RESERVE_BYTES // 2 ** 20} MiB reserve)."]
@@ -297,9 +297,9 @@ def _message(prober: Prober, settings: Any, width: int, height: int, free: int, 
         fitting.append(f"{width}x{height} at engine.{field}={tips['count']}")
     lines.append("  what fits: " + (" or ".join(fitting) if fitting else "nothing at this "
                                     "size; a smaller resolution or a larger GPU"))
-    more = getattr(prober.engine, "memory_tips", None)
+    more = getattr(tracer.engine, "memory_tips", None)
     if more is not None:
-        lines += [f"  {tip}" for tip in more(prober, settings, width, height, free)]
+        lines += [f"  {tip}" for tip in more(tracer, settings, width, height, free)]
     lines.append("  or set engine.auto_fit=true to lower the settings automatically")
     return "\n".join(lines)
 
@@ -311,17 +311,17 @@ def preflight(engine: Any, settings: Any, width: int, height: int, models: dict[
     free = free_memory(device)
     if free is None:
         return settings, None
-    prober = Prober(engine, settings, models, device)
-    need = prober.working(settings, width, height)
+    tracer = MemoryTracer(engine, settings, models, device)
+    need = tracer.working(settings, width, height)
     log.info("%s: memory estimate %.2f GiB per iteration (+ %.2f GiB of models), %.2f GiB free",
-             shot, need / GIB, prober.weights / GIB, free / GIB)
+             shot, need / GIB, tracer.weights / GIB, free / GIB)
     if fits(need, free):
         return settings, None
     if settings.auto_fit:
-        fitted, note = fit(prober, settings, width, height, free)
+        fitted, note = fit(tracer, settings, width, height, free)
         log.warning("%s: auto_fit to %.2f GiB free: %s", shot, free / GIB, note)
         return fitted, note
-    raise DeviceMemoryError(_message(prober, settings, width, height, free, need, shot, device,
+    raise DeviceMemoryError(_message(tracer, settings, width, height, free, need, shot, device,
                                      "needs"))
 
 
@@ -329,10 +329,10 @@ def out_of_memory(engine: Any, settings: Any, width: int, height: int,
                   models: dict[str, tuple], *, device: Any, shot: str) -> DeviceMemoryError:
     """The error that replaces a torch.cuda.OutOfMemoryError raised while rendering."""
     free = free_memory(device)
-    prober = Prober(engine, settings, models, device)
-    need = prober.working(settings, width, height)
+    tracer = MemoryTracer(engine, settings, models, device)
+    need = tracer.working(settings, width, height)
     if free is None:
         return DeviceMemoryError(f"shot {shot!r}: {device} ran out of memory at {width}x{height}"
                                  f" (estimate {need / GIB:.1f} GiB per step)")
     return DeviceMemoryError("ran out of memory. " + _message(
-        prober, settings, width, height, free, need, shot, device, "needed"))
+        tracer, settings, width, height, free, need, shot, device, "needed"))

@@ -47,7 +47,7 @@ Paths: "fast" encodes the augmentations in one batched call (channels_last and b
 CUDA; `compile` passes the perceptor through `torch.compile`); "reference" encodes them one at a
 time in fp32. On CUDA nothing in the iteration loop waits for the GPU: losses are read when a
 frame is committed. `auto_fit` lets tasks/generate_frames.py lower `n_augments` (via
-engines/frames/memory.py) when the memory estimate does not fit the GPU; `probe` runs one iteration for
+engines/frames/memory.py) when the memory estimate does not fit the GPU; `memory_step` runs one iteration for
 that estimate.
 
 Resume: each commit saves the frame as float (`prev`), the iteration count and both generator
@@ -210,7 +210,7 @@ class _Run:
         self.progress, self.device = progress, torch.device(device)
         self.generator = torch.Generator().manual_seed(int(plan.seed))
         seed = int(torch.randint(0, 2 ** 62, (), generator=self.generator))
-        gen_device = "cpu" if self.device.type == "meta" else self.device  # meta: memory probe
+        gen_device = "cpu" if self.device.type == "meta" else self.device  # meta: memory trace
         self.device_generator = torch.Generator(device=gen_device).manual_seed(seed)
         self.encode_image = compiled(_encode_image, s.compile if s.path == "fast" else "none")
         self.prompts = frame_prompts(plan, s.frames_per_prompt)
@@ -263,7 +263,7 @@ class _Run:
                                   for i in range(x.shape[0])])
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        elif self.device.type == "meta":  # a memory probe: bf16 weights stand in for autocast
+        elif self.device.type == "meta":  # a memory trace: bf16 weights stand in for autocast
             x = x.to(param_dtype(perc.model))
         with autocast(self.device, True):
             return self.encode_image(perc.model, x).float()
@@ -394,7 +394,7 @@ def memory_step(settings: Settings, width: int, height: int, meta: dict, device:
     from engines.planning.prompts import Prompt
 
     perceptors = meta["clip"]
-    plan = ShotPlan("probe", width, height, 1.0, 0, (FramePlan((Prompt("probe"),)),) * 2)
+    plan = ShotPlan("memory", width, height, 1.0, 0, (FramePlan((Prompt("memory"),)),) * 2)
     run = _Run(settings, plan, perceptors, None, device, None)
     with torch.enable_grad():
         start, reference = run.next_start(run.first(), plan.frames[1])

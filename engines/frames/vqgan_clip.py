@@ -216,7 +216,7 @@ class _VQ:
         from engines.guidance.clip_guide import autocast, clamp_with_grad, param_dtype
 
         q = self.quantise(z)
-        if q.device.type == "meta":  # a memory probe: bf16 weights stand in for autocast
+        if q.device.type == "meta":  # a memory trace: bf16 weights stand in for autocast
             q = q.to(param_dtype(self.model.decoder))
         with autocast(q.device, self.fast):
             image = self.decode(self.model, q).float()
@@ -498,7 +498,7 @@ def memory_step(settings: Settings, width: int, height: int, meta: dict, device:
     from engines.planning.plan import FramePlan, ShotPlan
     from engines.planning.prompts import Prompt
 
-    plan = ShotPlan("probe", width, height, 1.0, 0, (FramePlan((Prompt("probe"),)),))
+    plan = ShotPlan("memory", width, height, 1.0, 0, (FramePlan((Prompt("memory"),)),))
     run = _Run(settings, plan, meta["vqgan"], meta["clip"], None, device, None)
     with torch.enable_grad():
         anchor = run.start_latent()
@@ -507,7 +507,7 @@ def memory_step(settings: Settings, width: int, height: int, meta: dict, device:
         run.step(z, opt, plan.frames[0].prompts, anchor)
 
 
-def fit(prober: Any, settings: Settings, width: int, height: int,
+def fit(tracer: Any, settings: Settings, width: int, height: int,
         free: int) -> tuple[Settings, list[str]]:
     """auto_fit: decoder_checkpointing; then the most cutouts (not below MIN_CUTN) that fit, if
     any do; else the largest canvas_scale that fits (at large sizes the checkpointed decoder's
@@ -517,13 +517,13 @@ def fit(prober: Any, settings: Settings, width: int, height: int,
     s, changes = settings, []
 
     def ok(candidate: Settings) -> bool:
-        return fits(prober.working(candidate, width, height), free)
+        return fits(tracer.working(candidate, width, height), free)
 
     if not s.decoder_checkpointing:
         s = s.model_copy(update={"decoder_checkpointing": True})
         changes.append("decoder_checkpointing=true")
     if not ok(s) and s.cutn > MIN_CUTN:  # fewer cutouts, if that alone makes it fit
-        n = largest_count(prober, s, width, height, free, lowest=MIN_CUTN)
+        n = largest_count(tracer, s, width, height, free, lowest=MIN_CUTN)
         if n is not None:
             s = s.model_copy(update={"cutn": n})
             changes.append(f"cutn={n}")
@@ -537,13 +537,13 @@ def fit(prober: Any, settings: Settings, width: int, height: int,
     return s, changes
 
 
-def memory_tips(prober: Any, settings: Settings, width: int, height: int, free: int) -> list[str]:
+def memory_tips(tracer: Any, settings: Settings, width: int, height: int, free: int) -> list[str]:
     """Advice beyond size and cutouts: decoder checkpointing, when it is off."""
     from engines.frames.memory import GIB, fits
 
     if settings.decoder_checkpointing:
         return []
-    need = prober.working(settings.model_copy(update={"decoder_checkpointing": True}),
+    need = tracer.working(settings.model_copy(update={"decoder_checkpointing": True}),
                           width, height)
     return [f"engine.decoder_checkpointing=true needs about {need / GIB:.1f} GiB"
             f" ({'fits' if fits(need, free) else 'still too much'})"]

@@ -53,7 +53,7 @@ autocast on CUDA; on CPU fp32), optionally through `torch.compile` (`compile_mod
 "reference" encodes cutouts one at a time in fp32 with autocast off, like the classic notebooks.
 On CPU both give the same loss to float rounding (tested to a relative 1e-5).
 
-Memory probes (engines/frames/memory.py): a Guide may live on the "meta" device (shapes, no data); its
+Memory traces (engines/frames/memory.py): a Guide may live on the "meta" device (shapes, no data); its
 device generator is then a CPU one, and a perceptor whose weights are bf16 (memory's stand-in
 for CUDA autocast) gets its input cast to bf16.
 
@@ -485,7 +485,7 @@ class Guide:
                                   for i in range(x.shape[0])])
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        elif self.device.type == "meta":  # a memory probe: bf16 weights stand in for autocast
+        elif self.device.type == "meta":  # a memory trace: bf16 weights stand in for autocast
             x = x.to(param_dtype(perc.model))
         with autocast(self.device, True):
             return self.encode_image(perc.model, x).float()

@@ -1,5 +1,5 @@
 """taming-transformers (VQGAN) without its training stack: the import shim, a safe reading of
-the published `model.yaml`, generated models in the published format, and `load_vqgan`.
+the published `model.yaml`, generated models in the published format, and `load`
 
 - `ensure_importable`: `taming.main` imports `pytorch_lightning.utilities.distributed`, gone in
   Lightning 2.x. If (and only if) that import fails, a small module exposing `rank_zero_only` is

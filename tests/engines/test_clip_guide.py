@@ -28,11 +28,10 @@ FAST_REF_RTOL = 1e-5  # fast (batched) vs reference (one by one) path on CPU, fp
 
 
 def tiny_clip(models_dir: Path):
-    """The registry's generated_clip_tiny, loaded through engines.guidance.perceptor like real weights."""
-    from engines.guidance import perceptor
-    from engines.models import weights
+    """The registry's generated_clip_tiny, loaded through engines/models/clip.py like real weights."""
+    from engines.models import loaded, registry
 
-    return perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF),
+    return loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF),
                                models_dir, "cpu")
 
 
@@ -244,8 +243,8 @@ def test_guide_rejects_a_bad_path(clip):
 def test_guide_runs_on_meta_copies_for_memory_probes(clip):
     from engines.frames import memory, pixel_clip
 
-    meta = memory.Prober("pixel_clip", pixel_clip.Settings(), perceptors=[clip],
-                         device="cpu").perceptors[0]
+    meta = memory.MemoryTracer(pixel_clip, pixel_clip.Settings(), {"clip": (clip,)},
+                         "cpu").meta["clip"][0]
     g = Guide([(meta, 1.0)], cutn=4, generator=gen(0), device="meta")
     g.set_prompts([Prompt("a red flower")])
     total, _ = g.loss(torch.empty(1, 3, 48, 80, device="meta", requires_grad=True), 0)

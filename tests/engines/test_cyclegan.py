@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from engines.core.errors import PromptreelError, UnsafeCheckpointError  # noqa: E402
 from engines.models import cyclegan as C  # noqa: E402
-from engines.models import weights  # noqa: E402
+from engines.models import loaded, registry, weights  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # The public implementation's keys for ngf=4, 2 residual blocks, instance norm (no norm params).
@@ -29,8 +29,8 @@ TINY_KEYS = ["model.1.weight", "model.1.bias", "model.4.weight", "model.4.bias",
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
-    entry = weights.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
-    return entry, models, C.load_cyclegan(entry, models)
+    entry = registry.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
+    return entry, models, loaded.load_model(entry, models)
 
 
 def frames(n, h, w, seed=0):
@@ -39,7 +39,7 @@ def frames(n, h, w, seed=0):
 
 def test_generated_checkpoint_is_the_public_format(tiny, tmp_path):
     entry, models, model = tiny
-    path = C.checkpoint_path(entry, models)
+    path = weights.prepare(entry, models) / "latest_net_G.pth"
     assert path.name == "latest_net_G.pth"
     sd = torch.load(path, map_location="cpu", weights_only=True)  # a plain state dict
     assert list(sd) == TINY_KEYS
@@ -83,16 +83,16 @@ def test_old_checkpoints_and_safetensors_load(tiny, tmp_path):
     x = frames(1, 20, 24)
     want = C.refine(x, model)
     for name in ("old.pth", "g.safetensors"):
-        got = C.refine(x, C.load_cyclegan(checkpoint=tmp_path / name))
+        got = C.refine(x, C.load_generator(tmp_path / name))
         assert np.array_equal(got, want), name
 
 
 def test_bad_files_are_refused(tmp_path):
     with pytest.raises(PromptreelError, match="does not exist"):
-        C.load_cyclegan(checkpoint=tmp_path / "missing.pth")
+        C.load_generator(tmp_path / "missing.pth")
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(PromptreelError, match="not a CycleGAN"):
-        C.load_cyclegan(checkpoint=tmp_path / "other.pth")
+        C.load_generator(tmp_path / "other.pth")
 
     class Evil:
         def __reduce__(self):
@@ -101,7 +101,7 @@ def test_bad_files_are_refused(tmp_path):
 
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(UnsafeCheckpointError):
-        C.load_cyclegan(checkpoint=tmp_path / "evil.pth")
+        C.load_generator(tmp_path / "evil.pth")
 
 
 @pytest.mark.parametrize("size", [(36, 64), (50, 50), (23, 37), (3, 5)])
@@ -134,8 +134,8 @@ def test_refine_streams_an_iterator_of_mixed_sizes(tiny):
 
 
 def test_registry_entries_validate():
-    names = weights.list_entries("cyclegan", CONF)
+    names = registry.list_entries("cyclegan", CONF)
     assert {"generated_cyclegan_tiny", "generated_cyclegan_resnet9", "text2video_cyclegan"} \
         <= set(names)
-    paper = weights.load_entry("cyclegan", "text2video_cyclegan", CONF)
+    paper = registry.load_entry("cyclegan", "text2video_cyclegan", CONF)
     assert paper.source == "url" and paper.files[0].url.startswith("https://cmu.box.com/")

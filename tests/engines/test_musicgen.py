@@ -14,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from engines.core.errors import ConfigError, MissingWeightsError, UnsafeCheckpointError
+from engines.models import audiocraft, loaded, registry
 from engines.music import musicgen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,19 +22,22 @@ SOUNDTRACK = ROOT / "conf" / "soundtrack"
 SR = 32000
 
 
-def entry(name: str) -> SimpleNamespace:
-    return SimpleNamespace(**yaml.safe_load((SOUNDTRACK / "models" / f"{name}.yaml").read_text()))
+def entry(name: str) -> registry.ModelEntry:
+    return registry.load_entry("musicgen", name, ROOT / "conf")
+
+
+TINY = entry("generated_musicgen_tiny")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("musicgen") / "generated_musicgen_tiny"
-    musicgen.build_generated(entry("generated_musicgen_tiny"), out)
+    audiocraft.build_generated(entry("generated_musicgen_tiny"), out)
     return out
 
 
 def compose(model: Path, seconds: float, seed: int = 3, **kw) -> np.ndarray:
-    audio, sr = musicgen.compose(model, prompt="calm piano over rain", duration_s=seconds,
+    audio, sr = musicgen.compose(TINY, model, prompt="calm piano over rain", duration_s=seconds,
                                  seed=seed, **kw)
     assert sr == SR and audio.dtype == np.float32 and audio.ndim == 2
     return audio
@@ -45,8 +49,8 @@ def test_generated_model_is_deterministic_and_in_published_layout(tiny, tmp_path
     import torch
 
     again = tmp_path / "again"
-    musicgen.build_generated(entry("generated_musicgen_tiny"), again)
-    for name in musicgen.FILES:
+    audiocraft.build_generated(entry("generated_musicgen_tiny"), again)
+    for name in audiocraft.FILES:
         assert (tiny / name).read_bytes() == (again / name).read_bytes()
         pkg = torch.load(tiny / name, weights_only=True)
         assert set(pkg) == {"xp.cfg", "best_state"} and isinstance(pkg["xp.cfg"], str)
@@ -58,14 +62,14 @@ def test_audiocraft_get_pretrained_loads_it(tiny):
 
     model = MusicGen.get_pretrained(str(tiny), device="cpu")
     assert (model.sample_rate, model.frame_rate, model.max_duration) == (SR, 50, 30.0)
-    ours = musicgen.load(tiny, "cpu")
-    assert ours is musicgen.load(tiny, "cpu")  # cached per process
+    ours = loaded.load(TINY, tiny, "cpu")
+    assert ours is loaded.load(TINY, tiny, "cpu")  # cached per process
     assert ours.lm.card == model.lm.card == 64
 
 
 def test_melody_model_cannot_be_generated(tmp_path):
     with pytest.raises(ConfigError, match="arch.melody.*demucs"):
-        musicgen.build_generated(SimpleNamespace(arch={"melody": True}, seed=0), tmp_path)
+        audiocraft.build_generated(SimpleNamespace(arch={"melody": True}, seed=0), tmp_path)
 
 
 # --- compose -------------------------------------------------------------------------------
@@ -172,11 +176,11 @@ def test_checkpoint_that_runs_code_is_refused(tiny, tmp_path):
     pkg = torch.load(tiny / "state_dict.bin", weights_only=True)
     torch.save({**pkg, "extra": ex}, bad / "state_dict.bin", pickle_module=pickle)
     with pytest.raises(UnsafeCheckpointError, match="state_dict.bin.*Unsupported global"):
-        musicgen.load(bad, "cpu")
+        audiocraft.load(TINY, bad, "cpu")
     assert not (tmp_path / "pwned").exists()
     (bad / "compression_state_dict.bin").unlink()
     with pytest.raises(MissingWeightsError, match="compression_state_dict.bin"):
-        musicgen.load(bad, "cpu")
+        audiocraft.load(TINY, bad, "cpu")
 
 
 # --- settings and registry -----------------------------------------------------------------
@@ -227,7 +231,7 @@ def test_registry_entries():
         assert e["name"] == name and e["kind"] == "musicgen" and e["loader"] is None
         if e["source"] == "generated":
             assert e["files"] == [] and isinstance(e["seed"], int)
-            musicgen.generated_cfg(e["arch"])  # every arch key is understood
+            audiocraft.generated_cfg(e["arch"])  # every arch key is understood
             continue
         assert e["source"] == "audiocraft"
         hub = e["arch"]["hub_id"]
@@ -256,7 +260,7 @@ def test_text_encoder_offline_and_missing_names_what_to_fetch(tmp_path, monkeypa
     from huggingface_hub import constants
 
     from engines.core.errors import MissingWeightsError
-    from engines.music.musicgen import ensure_text_encoder
+    from engines.models.audiocraft import ensure_text_encoder
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(MissingWeightsError, match=r"text encoder t5-base .*make fetch-models"):
@@ -267,7 +271,7 @@ def test_text_encoder_download_goes_online_only_for_its_files(tmp_path, monkeypa
     import huggingface_hub
     from huggingface_hub import constants
 
-    from engines.music.musicgen import TEXT_ENCODER_FILES, ensure_text_encoder
+    from engines.models.audiocraft import TEXT_ENCODER_FILES, ensure_text_encoder
 
     calls = []
 

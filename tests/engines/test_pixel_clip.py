@@ -25,11 +25,10 @@ FAST = {"iterations_per_frame": 3}
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from engines.guidance import perceptor
-    from engines.models import weights
+    from engines.models import loaded, registry
 
     out = tmp_path_factory.mktemp("models")
-    return perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), out)
+    return loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF), out)
 
 
 class MemorySink:
@@ -60,8 +59,7 @@ def plan(n=4, width=64, height=36, prompts=PROMPTS, seed=3, **motion):
 
 def render(clip, shot, sink=None, **settings):
     sink = sink or MemorySink()
-    P.render(P.Settings(**{**FAST, **settings}), shot, perceptors=[clip], sink=sink,
-             device="cpu")
+    P.render(P.Settings(**{**FAST, **settings}), shot, {"clip": (clip,)}, sink, "cpu")
     return sink
 
 
@@ -141,12 +139,12 @@ def test_alternating_perceptors_use_one_per_iteration(clip, monkeypatch):
 
     monkeypatch.setattr(P._Run, "_encode", spy)
     shot = plan(n=1)
-    P.render(P.Settings(iterations_per_frame=4, n_augments=3), shot, perceptors=[clip, clip],
-             sink=MemorySink(), device="cpu")
+    P.render(P.Settings(iterations_per_frame=4, n_augments=3), shot, {"clip": (clip, clip)},
+             MemorySink(), "cpu")
     assert used == [(0, 3), (1, 3), (0, 3), (1, 3)]
     used.clear()
     P.render(P.Settings(iterations_per_frame=2, alternate_perceptors=False), shot,
-             perceptors=[clip, clip], sink=MemorySink(), device="cpu")
+             {"clip": (clip, clip)}, MemorySink(), "cpu")
     assert used == [(0, 4), (1, 4), (0, 4), (1, 4)]
 
 
@@ -206,10 +204,9 @@ def test_init_image_image_prompts_and_motion(clip, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_iteration_loop_never_waits_for_the_gpu(tmp_path):
-    from engines.guidance import perceptor
-    from engines.models import weights
+    from engines.models import loaded, registry
 
-    clip = perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), tmp_path,
+    clip = loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF), tmp_path,
                                "cuda")
     for path in ("fast", "reference"):
         run = P._Run(P.Settings(path=path), plan(n=2, width=320, height=180), [clip, clip],
@@ -245,14 +242,14 @@ def test_compile_setting_passes_the_perceptor_through_torch_compile(clip, monkey
     assert (P.Settings().compile, P.Settings().auto_fit) == ("none", False)
 
 
-def test_probe_runs_one_iteration_per_perceptor_on_meta_copies(clip, monkeypatch):
+def test_memory_step_runs_one_iteration_per_perceptor_on_meta_copies(clip, monkeypatch):
     from engines.frames import memory
 
-    pr = memory.Prober("pixel_clip", P.Settings(), perceptors=[clip, clip], device="cpu")
+    pr = memory.MemoryTracer(P, P.Settings(), {"clip": (clip, clip)}, "cpu")
     used = []
     real = P._Run._encode
     monkeypatch.setattr(P._Run, "_encode", lambda self, pi, v: used.append(pi) or real(
         self, pi, v))
     with memory.live_bytes() as m:
-        P.probe(P.Settings(), 96, 64, perceptors=pr.perceptors, device="meta")
+        P.memory_step(P.Settings(), 96, 64, pr.meta, device="meta")
     assert used == [0, 1] and m.peak > 0

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from pydantic import ValidationError
 
 torch = pytest.importorskip("torch")
@@ -24,13 +23,12 @@ PROMPTS = (Prompt("a red flower"), Prompt("blurry", -0.3))
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from engines.guidance import perceptor
-    from engines.models import weights
+    from engines.models import loaded, registry
 
     out = tmp_path_factory.mktemp("models")
-    clip = perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), out)
-    f16 = weights.load_vqgan(weights.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF), out)
-    f8 = weights.load_vqgan(weights.load_entry("vqgan", "generated_gumbel_f8_tiny", CONF), out)
+    clip = loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF), out)
+    f16 = loaded.load_model(registry.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF), out)
+    f8 = loaded.load_model(registry.load_entry("vqgan", "generated_gumbel_f8_tiny", CONF), out)
     return {"clip": clip, "f16": f16, "gumbel": f8}
 
 
@@ -68,7 +66,7 @@ def settings(**kw):
 
 def render(models, s, p, sink=None, vq="f16", **kw):
     sink = sink or MemorySink()
-    V.render(s, p, vqgan=models[vq], perceptors=[models["clip"]], sink=sink, device="cpu", **kw)
+    V.render(s, p, {"vqgan": (models[vq],), "clip": (models["clip"],)}, sink, "cpu", **kw)
     return sink
 
 
@@ -98,17 +96,6 @@ def test_noise_prompts_parse():
     assert s.noise_prompt_pairs() == ((7, 0.5), (9, 1.0))
     with pytest.raises(ValidationError, match=r"seed\[:weight\]"):
         V.Settings(noise_prompts=("-1:2",))
-
-
-def test_yaml_is_the_defaults_and_every_key_is_commented():
-    path = CONF / "engine" / "vqgan_clip.yaml"
-    data = yaml.safe_load(path.read_text())
-    assert data.pop("name") == V.NAME
-    assert V.Settings.model_validate(data) == V.Settings()
-    assert set(data) == set(V.Settings.model_fields)
-    for line in path.read_text().splitlines():
-        if line and not line.startswith((" ", "#")):
-            assert "#" in line, f"uncommented key: {line}"
 
 
 # ----------------------------------------------------------------------------- engine
@@ -272,21 +259,20 @@ def test_two_perceptors_with_weights(models):
     s = settings(clip_weights=(1.0, 0.0))
     one = render(models, settings(), plan(1))
     sink = MemorySink()
-    V.render(s, plan(1), vqgan=models["f16"], perceptors=[models["clip"], models["clip"]],
-             sink=sink, device="cpu")
+    V.render(s, plan(1), {"vqgan": (models["f16"],), "clip": (models["clip"], models["clip"])},
+             sink, "cpu")
     assert math.isfinite(sink.records[0]["loss"]) and sink.frames[0].shape == one.frames[0].shape
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_no_host_sync_inside_the_iteration_loop(models, monkeypatch):
-    from engines.guidance import perceptor
-    from engines.models import weights
+    from engines.models import loaded, registry
 
     models_dir = Path(__import__("tempfile").mkdtemp())
-    gpu = {"clip": perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF),
+    gpu = {"clip": loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF),
                                        models_dir, "cuda"),
-           "f16": weights.load_vqgan(weights.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
+           "f16": loaded.load_model(registry.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
                                      models_dir, "cuda")}
     real = V._Run.step
 
@@ -299,8 +285,8 @@ def test_no_host_sync_inside_the_iteration_loop(models, monkeypatch):
 
     monkeypatch.setattr(V._Run, "step", checked)
     sink = MemorySink()
-    V.render(settings(images_interval=3), plan(2), vqgan=gpu["f16"], perceptors=[gpu["clip"]],
-             sink=sink, device="cuda")
+    V.render(settings(images_interval=3), plan(2), {"vqgan": (gpu["f16"],), "clip": (gpu["clip"],)},
+             sink, "cuda")
     assert sorted(sink.frames) == [0, 1]
 
 
@@ -406,11 +392,11 @@ def test_new_settings_defaults():
         V.Settings(canvas_scale=1.5)
 
 
-def test_probe_runs_one_iteration_on_meta_copies(models):
+def test_memory_step_runs_one_iteration_on_meta_copies(models):
     from engines.frames import memory
 
-    pr = memory.Prober("vqgan_clip", settings(), perceptors=[models["clip"]], vqgan=models["f16"],
+    pr = memory.MemoryTracer(V, settings(), {"vqgan": (models["f16"],), "clip": (models["clip"],)},
                        device="cpu")
     with memory.live_bytes() as m:
-        V.probe(settings(), 96, 64, vqgan=pr.vqgan, perceptors=pr.perceptors, device="meta")
+        V.memory_step(settings(), 96, 64, pr.meta, device="meta")
     assert m.peak > 0 and m.live < m.peak

@@ -33,7 +33,7 @@ def test_klee_garden_is_the_papers_setting() -> None:
     assert (cfg.resolution.width, cfg.resolution.height) == (640, 360)
     assert cfg.vqgan.name == "vqgan_imagenet_f16_16384"
     assert cfg.clip.arch == {"model": "ViT-B-32", "pretrained": "openai"}
-    assert cfg.engine.settings.mode == "evolve" and cfg.engine.settings.images_interval > 0
+    assert cfg.engine.mode == "evolve" and cfg.engine.images_interval > 0
     assert cfg.seed == 42
 
 
@@ -101,14 +101,14 @@ def test_melody_soundtrack_needs_a_melody_model(tmp_path: Path) -> None:
 
 
 def test_dead_vqgan_is_refused_unless_its_files_are_in_place(tmp_path: Path) -> None:
-    from engines.models import weights
+    from engines.models import registry
 
     overrides = ["film=klee_garden", "vqgan=wikiart_1024", f"runtime.models_dir={tmp_path}"]
     with pytest.raises(ConfigError) as info:
         compose_config(overrides)
     assert info.value.key == "vqgan" and "wikiart_1024" in str(info.value)
-    entry = weights.load_entry("vqgan", "wikiart_1024", ROOT / "conf")
-    folder = weights.model_dir(entry, tmp_path)
+    entry = registry.load_entry("vqgan", "wikiart_1024", ROOT / "conf")
+    folder = registry.model_dir(entry, tmp_path)
     folder.mkdir(parents=True)
     (folder / "model.yaml").write_text("model: {}\n")
     with open(folder / "last.ckpt", "wb") as f:  # sparse: the published size, no disk used

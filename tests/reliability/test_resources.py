@@ -53,12 +53,11 @@ def render(*args, **kwargs):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 vqgan_clip.render = render
 _oom = memory.out_of_memory
-def out_of_memory(engine, settings, width, height, **kw):
-    need = memory.Prober(engine, settings, perceptors=kw["perceptors"], vqgan=kw["vqgan"],
-                         device=kw["device"]).working(settings, width, height)
+def out_of_memory(engine, settings, width, height, models, **kw):
+    need = memory.MemoryTracer(engine, settings, models, kw["device"]).working(settings, width, height)
     free = math.ceil(0.6 * need * memory.HEADROOM) + memory.RESERVE_BYTES
     memory.free_memory = lambda device: free
-    return _oom(engine, settings, width, height, **kw)
+    return _oom(engine, settings, width, height, models, **kw)
 memory.out_of_memory = out_of_memory
 """
 
@@ -162,7 +161,7 @@ def test_a_full_disk_between_two_frames_keeps_the_committed_ones(tmp_path: Path,
     monkeypatch.undo()
     assert [p.name for p in (tmp_path / "frames").iterdir()] == ["000000.png"]
     done, state = DirectorySink(tmp_path).resume()
-    assert done == 1 and state["_frame"] == 0
+    assert done == 1 and state == {}
 
 
 def test_ffmpeg_on_a_full_disk_says_disk_full(tmp_path: Path) -> None:

@@ -1,0 +1,112 @@
+"""The film a user describes: its shots, their prompts, length, camera motion, engine choice,
+speed and joins, as typed, frozen models (pydantic, unknown keys refused). flows/config.py
+composes them into the render's config; planning (engines/planning/timeline.py) turns a shot
+into the `ShotPlan` its engine renders. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_FRAMES = 100_000
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def slug(v: str) -> str:
+    """A film or shot name: it becomes part of paths, so no '/', no leading '.', no spaces."""
+    if not SLUG.match(v):
+        raise ValueError("accepted: a name of letters, digits, '_', '-', '.' (not first), "
+                         "at most 64 characters")
+    return v
+
+
+class Motion(Frozen):
+    """Camera motion per frame (animate_2d), each a Deforum-style schedule string of `t`."""
+
+    zoom: str = "0:(1.0)"  # scale per frame (1.02 = 2% closer each frame)
+    angle: str = "0:(0)"  # degrees per frame, counter-clockwise
+    translation_x: str = "0:(0)"  # pixels per frame, right positive
+    translation_y: str = "0:(0)"  # pixels per frame, down positive
+    interpolation: Literal["linear", "cubic"] = "linear"
+
+
+class PromptTransition(Frozen):
+    kind: Literal["cut", "crossfade", "interpolate"] = "cut"  # between prompt keyframes (engines/planning/timeline.py)
+    frames: int = Field(default=0, ge=0)  # crossfade length in frames, starting at the key
+
+
+class ShotJoin(Frozen):
+    """How this shot joins the next one (post-production blend_shots)."""
+
+    kind: str = "cut"  # cut, or an ffmpeg xfade transition: fade, dissolve, wipeleft, ...
+    seconds: float = Field(default=0.0, ge=0)  # overlap length of a cross-fade
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from engines.planning.joins import TRANSITIONS
+
+        if v != "cut" and v not in TRANSITIONS:
+            raise ValueError(f"accepted: cut, {', '.join(sorted(TRANSITIONS))}")
+        return v
+
+
+class Shot(Frozen):
+    name: str
+    prompts: str | dict[str, str]  # one prompt line, or keyframes {"0": ..., "30": ...} / {"2.5s": ...}
+    frames: int | None = Field(default=None, gt=0, le=MAX_FRAMES)  # length in frames ...
+    seconds: float | None = Field(default=None, gt=0)  # ... or in seconds (one of the two)
+    transition: PromptTransition = PromptTransition()
+    engine: str | None = None  # None: the film's engine
+    engine_overrides: dict[str, Any] = {}  # fields of the engine's settings for this shot only
+    motion: Motion = Motion()
+    image_prompts: tuple[str, ...] = ()  # "path:weight[:stop]"
+    init_image: str | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # None: the film seed + the shot's index
+    speed: dict[str, Any] | None = None  # this shot's speed settings (None: the film's)
+    join: ShotJoin = ShotJoin()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return slug(v)
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _keys(cls, v: Any) -> Any:
+        """Keyframe keys as text: YAML `{0: a, 30: b}` and Hydra's `+...prompts={0: a}` give ints."""
+        if isinstance(v, dict):
+            return {k if isinstance(k, str) or isinstance(k, bool) else str(k): x
+                    for k, x in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _length(self) -> Shot:
+        if (self.frames is None) == (self.seconds is None):
+            raise ValueError("give exactly one of frames or seconds")
+        return self
+
+
+class Film(Frozen):
+    name: str  # names the run directory (outputs/runs/<name>/...): a slug, no '/' or '..'
+    fps: float = Field(gt=0, le=240)  # frames per second of the rendered shots and the export
+    shots: tuple[Shot, ...] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return slug(v)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Film:
+        names = [s.name for s in self.shots]
+        if len(set(names)) != len(names):
+            raise ValueError(f"shot names must be unique, got {names}")
+        return self
