@@ -285,6 +285,12 @@ def check_semantics(cfg: Any) -> None:
             raise ConfigError(f"{key}.motion.zoom", shot.motion.zoom, "a scale > 0 at every frame "
                               "(1 = still, 1.02 = 2% closer per frame)",
                               f"frame {bad_zoom} gives {plan.frames[bad_zoom].zoom:g}")
+        if shot.continues and i == 0:
+            raise ConfigError(f"{key}.continue", shot.continues, "a shot after another one",
+                              "the first shot has no shot before it")
+        if shot.continues and shot.init_image:
+            raise ConfigError(f"{key}.init_image", shot.init_image, "null with continue: "
+                              "previous", "the shot starts from the previous shot's last frame")
         if shot.init_image:
             check_image_file(shot.init_image, f"{key}.init_image")
         for j, spec in enumerate(shot.image_prompts):

@@ -83,11 +83,35 @@ def shot_params(cfg: RenderConfig, plans: tuple[ShotPlan, ...], models: dict[str
             "inputs_sha256": shot_inputs(shot), "runtime": cfg.runtime}
 
 
+def chains(cfg: RenderConfig) -> list[list[int]]:
+    """The shots in chains: a shot and the shots after it that `continue: previous` from it.
+    A chain renders in order; different chains are independent."""
+    out: list[list[int]] = []
+    for i, shot in enumerate(cfg.film.shots):
+        if shot.continues and out:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def continued(params: dict[str, Any], previous: Artefact) -> dict[str, Any]:
+    """A `continue: previous` shot's parameters once the shot before it is rendered: its plan
+    starts from that shot's last frame (hashed by content, like any input image)."""
+    import dataclasses
+
+    from engines.core.files import sha256_file
+
+    last = previous.file(f"frames/{previous.meta['n_frames'] - 1:06d}.png")
+    plan = dataclasses.replace(params["plan"], init_image=str(last))
+    return {**params, "plan": plan, "inputs_sha256": (*params["inputs_sha256"], sha256_file(last))}
+
+
 def next_shot(params: list[dict[str, Any]], remaining: list[int]) -> int:
-    """The first remaining shot that no other process is rendering (else the first remaining).
-    The cache's lock alone would make a second render of the same film wait on the first's
-    shot and then follow it shot by shot; asking before every shot lets renders on several
-    boxes (or processes) work on different shots."""
+    """The first remaining shot (a chain's first) that no other process is rendering, else
+    the first remaining. The cache's lock alone would make a second render of the same film
+    wait on the first's shot and then follow it shot by shot; asking before every chain lets
+    renders on several boxes (or processes) work on different shots."""
     return next((i for i in remaining if not held_elsewhere(generate_frames_name, code_version,
                                                             params[i])), remaining[0])
 
@@ -105,13 +129,17 @@ def shot_order(params: list[dict[str, Any]]) -> list[int]:
 def production(cfg: RenderConfig, timeline: Artefact, plans: tuple[ShotPlan, ...],
                models: dict[str, Prepared]) -> tuple[list[Artefact], Artefact | None]:
     params = [shot_params(cfg, plans, models, i) for i in range(len(cfg.film.shots))]
+    links = {chain[0]: chain for chain in chains(cfg)}
     done: dict[int, Artefact] = {}
-    remaining = list(range(len(params)))
+    remaining = list(links)
     while remaining:
-        i = next_shot(params, remaining)
-        remaining.remove(i)
-        frames = generate_frames(**params[i])
-        done[i] = extract_frames(frames=frames, contact_columns=8, runtime=cfg.runtime)
+        head = next_shot(params, remaining)
+        remaining.remove(head)
+        previous = None
+        for i in links[head]:
+            p = continued(params[i], previous) if previous is not None else params[i]
+            previous = generate_frames(**p)
+            done[i] = extract_frames(frames=previous, contact_columns=8, runtime=cfg.runtime)
     shots = [done[i] for i in range(len(params))]
     soundtrack = None
     if cfg.soundtrack.source != "none":

@@ -107,6 +107,7 @@ class DirectorySink:
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Make `state` the durable state without committing a frame (mid-chunk progress)."""
+        seq = self.seq
         state_file = self._write_state(state)
-        kill_point("state")  # crash-test hook: the new state is on disk, not yet in force
+        kill_point(f"state:{seq}")  # crash-test hook: the new state is on disk, not yet in force
         self._write_progress(state_file)

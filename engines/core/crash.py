@@ -4,7 +4,7 @@ point of a named task, as `kill -9` or a power cut would. Inert unless the envir
 
 The running task's name is the context variable `CURRENT_TASK`, set by tasks/cache.py around a
 build. Points in use: `frame:<i>` (a frame's PNG is on disk, its progress record is not),
-`state` (an engine's mid-frame state is on disk, its progress record is not), `ffmpeg` (the
+`state:<n>` (an engine's n-th state file of the shot is on disk, its progress record is not), `ffmpeg` (the
 task's ffmpeg is running and has opened its output), `commit` (the manifest is written inside
 `<key>.work/`, not yet renamed).
 """

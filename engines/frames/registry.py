@@ -10,11 +10,12 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from engines.frames import pixel_clip, vqgan_clip
+from engines.frames import pixel_clip, vqgan_clip, wan
 
 ENGINES: dict[str, Any] = {m.NAME: m for m in (
     vqgan_clip,
     pixel_clip,
+    wan,
 )}
 
 # The config's engine settings: one of the engines' Settings, chosen by its `name`.

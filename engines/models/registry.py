@@ -34,6 +34,7 @@ KINDS = {
     "clip": Kind("clip", "clip", "engines.models.clip"),
     "musicgen": Kind("soundtrack/models", "soundtrack.model", "engines.models.audiocraft"),
     "cyclegan": Kind("refine/models", "refine.model", "engines.models.cyclegan"),
+    "diffusers": Kind("diffusers", "engine.model", "engines.models.diffusers"),
 }
 KIND_DIRS = {k: v.conf_dir for k, v in KINDS.items()}  # registry folder of each kind, under conf/
 CONFIG_KEYS = {k: v.config_key for k, v in KINDS.items()}  # config key naming an entry of a kind
@@ -82,8 +83,13 @@ class ModelEntry(Frozen):
 
     name: str  # registry key = file name = config option
     kind: Literal[tuple(KINDS)]  # type: ignore[valid-type]
-    source: Literal["url", "open_clip", "audiocraft", "generated", "dead"]
-    files: tuple[RemoteFile, ...] = ()  # what to download (empty for generated)
+    source: Literal["url", "open_clip", "audiocraft", "hub", "local", "generated", "dead"]
+    files: tuple[RemoteFile, ...] = ()  # what to download (empty for generated and hub)
+    repo: str | None = None  # hub: the Hugging Face repo id, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers
+    revision: str | None = None  # hub: the pinned commit (40 hex digits)
+    allow_patterns: tuple[str, ...] = ()  # hub: the files it needs (globs, relative to the repo)
+    rules: dict[str, Any] = Field(default_factory=dict)  # how the model is used (its kind's format)
+    path: str | None = None  # local: a model folder on disk, used where it is (not copied)
     loader: str | None = None  # vqgan: VQModel | GumbelVQ | Net2NetTransformer
     arch: dict[str, Any] = Field(default_factory=dict)  # open_clip: model + pretrained; generated
     seed: int = Field(0, ge=0)  # torch seed of a generated model's random weights
@@ -100,6 +106,15 @@ class ModelEntry(Frozen):
                 raise ValueError(f"source {self.source}: every file needs a url")
         if self.source == "open_clip" and not {"model", "pretrained"} <= set(self.arch):
             raise ValueError("source open_clip: arch needs model (e.g. ViT-B-32) and pretrained")
+        if self.source == "hub":
+            if not self.repo or not re.fullmatch(r"[\w.-]+/[\w.-]+", self.repo):
+                raise ValueError("source hub: repo must be a Hugging Face repo id, owner/name")
+            if not self.revision or not re.fullmatch(r"[0-9a-f]{40}", self.revision):
+                raise ValueError("source hub: revision must be the pinned commit, 40 hex digits")
+            if not self.allow_patterns or self.files:
+                raise ValueError("source hub: list allow_patterns (the files it needs), no files")
+        if (self.source == "local") != (self.path is not None):
+            raise ValueError("source local needs path (a folder on disk), and only it has one")
         if self.source == "dead" and not self.notes:
             raise ValueError("source dead: say in notes what happened and what to use instead")
         if self.kind == "vqgan" and self.loader not in VQGAN_LOADERS:
@@ -107,6 +122,16 @@ class ModelEntry(Frozen):
         if len({f.name for f in self.files}) != len(self.files):
             raise ValueError("files: two files with the same name")
         return self
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What an artefact key hashes of a model: everything but a local folder's path (its
+        content is in `arch.fingerprint`). The hub fields appear only when set, so entries of
+        other kinds hash as they did before the fields existed."""
+        data = self.model_dump(mode="json", exclude={"path"})
+        for k in ("repo", "revision", "allow_patterns", "rules"):
+            if not data[k]:
+                del data[k]
+        return data
 
 
 # --- registry --------------------------------------------------------------------------------
@@ -157,7 +182,9 @@ def default_models_dir() -> Path:
 
 
 def model_dir(entry: ModelEntry, models_dir: Path) -> Path:
-    """Where an entry's files live: <models_dir>/<kind>/<name>."""
+    """Where an entry's files live: <models_dir>/<kind>/<name>, or a local entry's own folder."""
+    if entry.source == "local":
+        return Path(entry.path)
     return Path(models_dir) / entry.kind / entry.name
 
 

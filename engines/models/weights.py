@@ -105,6 +105,12 @@ def ensure_files(entry: ModelEntry, models_dir: Path, *, download: bool = True) 
         out = materialise_generated(entry, models_dir)
         return {p.name: p for p in sorted(out.iterdir()) if p.is_file()
                 and not p.name.startswith(".") and p.name != GENERATED_MANIFEST}
+    if entry.source == "hub":
+        return fetch_hub(entry, model_dir(entry, models_dir), download=download)
+    if entry.source == "local":
+        folder = model_dir(entry, models_dir)
+        return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+                if p.is_file()}
     folder = model_dir(entry, models_dir)
     paths = {}
     for f in entry.files:
@@ -122,12 +128,88 @@ def ensure_files(entry: ModelEntry, models_dir: Path, *, download: bool = True) 
     return paths
 
 
+HUB_MARKER = ".promptreel-hub.json"  # written after a complete hub download: repo, revision, sizes
+
+
+def _hub_complete(entry: ModelEntry, folder: Path) -> dict[str, Path] | None:
+    """The files of a complete download of `entry` in `folder` (marker matches, every file
+    there with its recorded size), or None."""
+    try:
+        rec = json.loads((folder / HUB_MARKER).read_text())
+        if (rec["repo"], rec["revision"], rec["patterns"]) != (
+                entry.repo, entry.revision, list(entry.allow_patterns)):
+            return None
+        out = {}
+        for rel, size in rec["files"].items():
+            path = folder / rel
+            if path.stat().st_size != size:
+                return None
+            out[rel] = path
+        return out
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def hub_missing_message(entry: ModelEntry, folder: Path, why: str) -> str:
+    return "\n".join([
+        f"{entry.kind} model {entry.name!r} is not in the models folder.",
+        f"  repo: {entry.repo} at revision {entry.revision}",
+        f"  files: {', '.join(entry.allow_patterns)}",
+        f"  destination: {folder}", f"  why: {why}",
+        f"  fix: on a connected machine run `{FETCH_HINT}` (it downloads into $PROMPTREEL_MODELS "
+        f"or runtime.models_dir) and copy the folder {folder} here."])
+
+
+def fetch_hub(entry: ModelEntry, folder: Path, *, download: bool) -> dict[str, Path]:
+    """The files of a `source: hub` entry: the repo at its pinned revision, only the files its
+    `allow_patterns` name, downloaded with huggingface_hub (progress bars, resume of partial
+    files) into `folder`, then recorded in a marker so later runs check sizes, not the hub.
+    Renders run with the hub offline (HF_HUB_OFFLINE=1, flows/render.py); this is the one place
+    that goes online, and only when `download` allows."""
+    done = _hub_complete(entry, folder)
+    if done is not None:
+        return done
+    if not download:
+        raise MissingWeightsError(hub_missing_message(
+            entry, folder, "downloads are off (runtime.download=false) or the files are missing"))
+    import contextlib
+
+    from huggingface_hub import constants, snapshot_download
+
+    offline = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = False
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        snapshot_download(entry.repo, revision=entry.revision, local_dir=str(folder),
+                          allow_patterns=list(entry.allow_patterns))
+    except Exception as exc:  # noqa: BLE001 - network, hub or disk errors: say what to fetch
+        raise MissingWeightsError(hub_missing_message(
+            entry, folder, f"cannot download here ({type(exc).__name__}: {_short(exc)})")) from None
+    finally:
+        with contextlib.suppress(Exception):
+            constants.HF_HUB_OFFLINE = offline
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+             if p.is_file() and not p.relative_to(folder).as_posix().startswith(".")}
+    from engines.core.files import write_json
+
+    write_json(folder / HUB_MARKER, {"repo": entry.repo, "revision": entry.revision,
+                                     "patterns": list(entry.allow_patterns),
+                                     "files": {rel: p.stat().st_size for rel, p in files.items()}})
+    return files
+
+
 def missing_files(entries: list[ModelEntry] | tuple[ModelEntry, ...], models_dir: Path) -> list[str]:
     """Problems that would stop these entries loading, found without downloading or hashing
     (generated entries are built on first use and never a problem)."""
     problems = []
     for entry in entries:
-        if entry.source == "generated":
+        if entry.source in ("generated", "local"):
+            continue
+        if entry.source == "hub":
+            folder = model_dir(entry, models_dir)
+            if _hub_complete(entry, folder) is None:
+                problems.append(f"{entry.kind} {entry.name}: {entry.repo}@{entry.revision} not "
+                                f"downloaded to {folder}")
             continue
         for f in entry.files:
             dest = model_dir(entry, models_dir) / f.name

@@ -59,6 +59,8 @@ class ShotJoin(Frozen):
 
 
 class Shot(Frozen):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
     name: str
     prompts: str | dict[str, str]  # one prompt line, or keyframes {"0": ..., "30": ...} / {"2.5s": ...}
     frames: int | None = Field(default=None, gt=0, le=MAX_FRAMES)  # length in frames ...
@@ -69,6 +71,8 @@ class Shot(Frozen):
     motion: Motion = Motion()
     image_prompts: tuple[str, ...] = ()  # "path:weight[:stop]"
     init_image: str | None = None
+    continues: Literal["previous"] | None = Field(None, alias="continue")  # `continue: previous`:
+    # start from the last frame of the shot before (engines that take an image)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # None: the film seed + the shot's index
     speed: dict[str, Any] | None = None  # this shot's speed settings (None: the film's)
     join: ShotJoin = ShotJoin()

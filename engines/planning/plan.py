@@ -39,11 +39,24 @@ class ShotPlan:
     frames: tuple[FramePlan, ...]
     image_prompts: tuple[tuple[str, float, float], ...] = ()  # (path, weight, stop)
     init_image: str | None = None
+    continues: bool = False  # starts from the previous shot's last frame (set as init_image
+    # by production once that frame exists)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
         return len(self.frames)
+
+    def cache_identity(self) -> dict[str, Any]:
+        """What an artefact key hashes of a plan: every field, the start image by its file
+        name only (its content is hashed with the shot's inputs; a previous shot's last frame
+        lives in the cache, wherever the cache is mounted)."""
+        from pathlib import PurePath
+
+        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        if self.init_image is not None:
+            out["init_image"] = PurePath(self.init_image).name
+        return out
 
 
 class FrameSink(Protocol):
