@@ -32,10 +32,9 @@ def soundtrack_prompt(cfg: RenderConfig) -> str | None:
     for shot in cfg.film.shots:
         schedule = parse_prompt_schedule(shot.prompts, key=f"film.shots.{shot.name}.prompts",
                                          fps=cfg.film.fps)
-        for prompts in schedule.prompts:
-            for p in prompts:
-                if p.weight > 0:
-                    texts += [t.strip() for t in p.text.split("^") if t.strip() not in texts]
+        for story in schedule.stories:
+            for phrase in story:
+                texts += [p.text for p in phrase if p.weight > 0 and p.text not in texts]
     return derive_prompt([t for t in texts if t], st.mood)
 
 

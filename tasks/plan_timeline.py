@@ -31,8 +31,10 @@ def schedule_table(plans: Sequence[ShotPlan]) -> pd.DataFrame:
     rows = []
     for plan in plans:
         for f, fp in enumerate(plan.frames):
+            phrases = fp.story or (fp.prompts,)
             rows.append({"shot": plan.name, "frame": f,
-                         "prompts": " | ".join(f"{p.text}:{p.weight:.3f}" for p in fp.prompts),
+                         "prompts": " ^ ".join(" | ".join(f"{p.text}:{p.weight:.3f}" for p in ph)
+                                               for ph in phrases),
                          "zoom": fp.zoom, "angle": fp.angle,
                          "translation_x": fp.translation_x, "translation_y": fp.translation_y})
     return pd.DataFrame(rows)

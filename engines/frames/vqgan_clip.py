@@ -101,6 +101,7 @@ class Settings(EngineSettings):
     init_mode: Literal["anchor", "zero", "decay"] = "anchor"  # what init_weight pulls toward
     noise_prompts: tuple[str, ...] = ()  # "seed[:weight]" random-embedding prompts
     story_every: int | None = Field(None, gt=0)  # iterations per story phrase ("a ^ b"); null = off
+    story_after_last: Literal["hold", "loop"] = "hold"  # after the last phrase: hold it, or start over
     colour_coherence: bool = False  # match every frame's colour statistics to frame 0
     path: Literal["fast", "reference"] = "fast"  # perceptor path (clip_guide docstring)
     clip_weights: tuple[float, ...] = ()  # one weight per perceptor; () = 1/n each
@@ -261,30 +262,22 @@ def _load_opt_state(opt: Any, z: Any, state: dict[str, Any]) -> None:
                     for k, v in state.items() if k.startswith("opt.")}
 
 
-def _active_prompts(prompts: tuple, iteration: int, every: int | None) -> tuple:
-    """The frame's prompts with story phrases ('a ^ b') resolved at this iteration."""
-    if every is None:
-        return prompts
-    from engines.planning.prompts import Prompt, story_index, story_phrases
+def _active_prompts(frame: Any, iteration: int, every: int | None, loop: bool = False) -> tuple:
+    """The frame's prompts at this iteration: with story phrases (`frame.story`, from a line
+    `"a | b ^ c"`) and `every` set, the phrase story_index picks; else `frame.prompts`."""
+    if every is None or not frame.story:
+        return frame.prompts
+    from engines.planning.prompts import story_index
 
-    out = []
-    for p in prompts:
-        phrases = story_phrases(p.text)
-        if len(phrases) > 1:
-            p = Prompt(phrases[story_index(iteration, every, len(phrases))], p.weight, p.stop)
-        out.append(p)
-    return tuple(out)
+    return frame.story[story_index(iteration, every, len(frame.story), loop=loop)]
 
 
-def _all_texts(plan: Any, every: int | None) -> list[str]:
+def _all_texts(plan: Any) -> list[str]:
     """Every text the shot's prompts can resolve to (story phrases included), once each."""
-    from engines.planning.prompts import story_phrases
-
     texts: dict[str, None] = {}
     for frame in plan.frames:
-        for p in frame.prompts:
-            phrases = story_phrases(p.text) if every is not None else ()
-            texts.update(dict.fromkeys(phrases if len(phrases) > 1 else (p.text,)))
+        for phrase in (frame.story or (frame.prompts,)):
+            texts.update(dict.fromkeys(p.text for p in phrase))
     return list(texts)
 
 
@@ -322,7 +315,7 @@ class _Run:
                            s.augments, self.generator, s.path, self.device,
                            compile_mode=s.compile)
         self.noise = s.noise_prompt_pairs()
-        self.guide.prepare(_all_texts(plan, s.story_every), plan.image_prompts, self.noise)
+        self.guide.prepare(_all_texts(plan), plan.image_prompts, self.noise)
         steps = (s.first_frame_steps or s.steps_per_frame) + (plan.n_frames - 1) * s.steps_per_frame
         self.total_iters = plan.n_frames * s.images_interval if s.mode == "evolve" else steps
         self.iteration, self.colour_ref, self.last = 0, None, None
@@ -336,13 +329,14 @@ class _Run:
             return self.vq.encode(img)
         return self.vq.random(self.ch, self.cw, self.generator, self.device)
 
-    def step(self, z: Any, opt: Any, prompts: tuple, anchor: Any) -> None:
-        """One iteration; the losses stay on the device until `commit` reads them."""
+    def step(self, z: Any, opt: Any, frame: Any, anchor: Any) -> None:
+        """One iteration toward the prompts of `frame` (a FramePlan); the losses stay on the
+        device until `commit` reads them."""
         import torch
         import torch.nn.functional as F
 
         s, it = self.s, self.iteration
-        active = _active_prompts(prompts, it, s.story_every)
+        active = _active_prompts(frame, it, s.story_every, s.story_after_last == "loop")
         self.guide.set_prompts(active, self.plan.image_prompts, self.noise)
         opt.zero_grad(set_to_none=True)
         loss, per = self.guide.loss(self.vq.synth(z), it)
@@ -431,7 +425,7 @@ def _evolve(run: _Run, start: int, state: dict[str, Any] | None) -> None:
         _load_opt_state(opt, z, state)
     for index in range(start, plan.n_frames):
         for _ in range(s.images_interval):
-            run.step(z, opt, plan.frames[index].prompts, anchor)
+            run.step(z, opt, plan.frames[index], anchor)
         with torch.no_grad():
             image = run.colour(run.vq.synth(z))
         run.commit(image, index, {"z": z.detach().cpu().clone(),
@@ -459,7 +453,7 @@ def _animate(run: _Run, start: int, state: dict[str, Any] | None) -> None:
         z = anchor.clone().requires_grad_(True)
         opt = _optimiser(s.optimiser, z, s.lr)
         for _ in range(steps):
-            run.step(z, opt, fp.prompts, anchor)
+            run.step(z, opt, fp, anchor)
         with torch.no_grad():
             prev = run.colour(run.vq.synth(z))
         run.commit(prev, index, {"prev": prev.detach().cpu().clone()})
@@ -504,7 +498,7 @@ def memory_step(settings: Settings, width: int, height: int, meta: dict, device:
         anchor = run.start_latent()
         z = anchor.clone().requires_grad_(True)
         opt = _optimiser(settings.optimiser, z, settings.lr)
-        run.step(z, opt, plan.frames[0].prompts, anchor)
+        run.step(z, opt, plan.frames[0], anchor)
 
 
 def fit(tracer: Any, settings: Settings, width: int, height: int,

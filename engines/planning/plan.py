@@ -18,9 +18,13 @@ class FramePlan:
 
     zoom: scale factor applied to the previous frame (1.0 = none); angle: degrees,
     counter-clockwise; translation_x / translation_y: pixels of the output frame.
+    `story`: when the frame's prompt line has story phrases (`"a | b ^ c"`), every phrase's
+    prompts, in order (an engine with a story mode switches between them by iteration); `prompts`
+    is then the first phrase. Empty for a plain line.
     """
 
     prompts: tuple[Prompt, ...]
+    story: tuple[tuple[Prompt, ...], ...] = ()
     zoom: float = 1.0
     angle: float = 0.0
     translation_x: float = 0.0

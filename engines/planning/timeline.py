@@ -42,11 +42,26 @@ def _interpolated(schedule: Any, frame: int) -> tuple[Prompt, ...]:
 
 
 def frame_prompts(shot: Any, fps: float, n_frames: int, key: str) -> list[tuple[Prompt, ...]]:
+    """The prompts of each frame (the first story phrase of a story line)."""
     schedule = parse_prompt_schedule(shot.prompts, key=f"{key}.prompts", fps=fps)
     t = shot.transition
+    if t.kind != "cut" and t.frames != 0 or t.kind == "interpolate":
+        schedule.refuse_story_blend(t.kind)
     if t.kind == "interpolate":
         return [_interpolated(schedule, f) for f in range(n_frames)]
     return [schedule.at(f, transition=t.kind, transition_frames=t.frames) for f in range(n_frames)]
+
+
+def frame_stories(shot: Any, fps: float, n_frames: int, key: str) -> list[tuple]:
+    """The story phrases of each frame: `()` unless its line has several (`^`)."""
+    schedule = parse_prompt_schedule(shot.prompts, key=f"{key}.prompts", fps=fps)
+    if not schedule.has_story:
+        return [()] * n_frames
+    out = []
+    for f in range(n_frames):
+        story = schedule.story_at(f)
+        out.append(story if len(story) > 1 else ())
+    return out
 
 
 def shot_plan(shot: Any, *, fps: float, width: int, height: int, seed: int, key: str) -> ShotPlan:
@@ -54,6 +69,7 @@ def shot_plan(shot: Any, *, fps: float, width: int, height: int, seed: int, key:
 
     n = shot_frames(shot, fps)
     prompts = frame_prompts(shot, fps, n, key)
+    stories = frame_stories(shot, fps, n, key)
     m = shot.motion
     motion = {
         name: schedule_values(getattr(m, name), n, key=f"{key}.motion.{name}", fps=fps,
@@ -61,7 +77,7 @@ def shot_plan(shot: Any, *, fps: float, width: int, height: int, seed: int, key:
         for name in ("zoom", "angle", "translation_x", "translation_y")
     }
     frames = tuple(
-        FramePlan(prompts=prompts[f], zoom=motion["zoom"][f], angle=motion["angle"][f],
+        FramePlan(prompts=prompts[f], story=stories[f], zoom=motion["zoom"][f], angle=motion["angle"][f],
                   translation_x=motion["translation_x"][f],
                   translation_y=motion["translation_y"][f])
         for f in range(n)
