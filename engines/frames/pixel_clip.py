@@ -72,7 +72,7 @@ from engines.frames.base import EngineSettings
 from engines.guidance.clip_guide import COMPILE_MODES
 
 NAME = "pixel_clip"
-CODE_VERSION = "1"  # bump when the frames for the same settings would change
+CODE_VERSION = "2"  # bump when the frames for the same settings would change (2: Deforum motion order)
 log = logging.getLogger("promptreel")
 
 
@@ -362,7 +362,8 @@ class _Run:
         if (fp.zoom, fp.angle, fp.translation_x, fp.translation_y) != (1, 0, 0, 0):
             from engines.planning.motion import warp
 
-            base = warp(prev, fp.zoom, fp.angle, fp.translation_x, fp.translation_y)
+            base = warp(prev, fp.zoom, fp.angle, fp.translation_x, fp.translation_y,
+                        border=self.plan.border)
         noise = torch.randn(base.shape, generator=self.device_generator, device=self.device,
                             dtype=base.dtype)
         return (base + noise * self.sigma).clamp(0.0, 1.0), base

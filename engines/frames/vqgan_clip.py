@@ -75,7 +75,7 @@ from engines.frames.base import EngineSettings
 from engines.guidance.clip_guide import AUGMENTS, COMPILE_MODES, DEFAULT_AUGMENTS
 
 NAME = "vqgan_clip"
-CODE_VERSION = "2"  # bump when the frames for the same settings would change (2: channels_last)
+CODE_VERSION = "3"  # bump when the frames for the same settings would change (2: channels_last; 3: Deforum motion order, story phrases)
 log = logging.getLogger("promptreel")
 
 
@@ -448,7 +448,7 @@ def _animate(run: _Run, start: int, state: dict[str, Any] | None) -> None:
             anchor, steps = run.start_latent(), s.first_frame_steps or s.steps_per_frame
         else:
             moved = warp(prev, fp.zoom, fp.angle, fp.translation_x * run.cw / plan.width,
-                         fp.translation_y * run.ch / plan.height)
+                         fp.translation_y * run.ch / plan.height, border=plan.border)
             anchor, steps = run.vq.encode(moved), s.steps_per_frame
         z = anchor.clone().requires_grad_(True)
         opt = _optimiser(s.optimiser, z, s.lr)

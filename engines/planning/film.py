@@ -34,7 +34,8 @@ class Motion(Frozen):
     angle: str = "0:(0)"  # degrees per frame, counter-clockwise
     translation_x: str = "0:(0)"  # pixels per frame, right positive
     translation_y: str = "0:(0)"  # pixels per frame, down positive
-    interpolation: Literal["linear", "cubic"] = "linear"
+    interpolation: Literal["linear", "quadratic", "cubic", "pchip"] = "linear"  # between keys (engines/planning/keyframes.py)
+    border: Literal["reflect", "replicate", "wrap"] = "reflect"  # what comes into view (engines/planning/motion.py)
 
 
 class PromptTransition(Frozen):

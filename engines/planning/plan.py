@@ -43,6 +43,7 @@ class ShotPlan:
     frames: tuple[FramePlan, ...]
     image_prompts: tuple[tuple[str, float, float], ...] = ()  # (path, weight, stop)
     init_image: str | None = None
+    border: str = "reflect"  # how camera motion fills what comes into view (motion.BORDERS)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -85,7 +85,8 @@ def shot_plan(shot: Any, *, fps: float, width: int, height: int, seed: int, key:
     image_prompts = tuple(parse_image_prompt(p, key=f"{key}.image_prompts")
                           for p in shot.image_prompts)
     return ShotPlan(name=shot.name, width=width, height=height, fps=fps, seed=seed,
-                    frames=frames, image_prompts=image_prompts, init_image=shot.init_image)
+                    frames=frames, image_prompts=image_prompts, init_image=shot.init_image,
+                    border=m.border)
 
 
 @dataclass(frozen=True)

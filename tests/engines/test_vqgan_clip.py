@@ -232,7 +232,7 @@ def test_translation_is_scaled_from_output_to_canvas_pixels(models, monkeypatch)
 
     calls = []
     real = motion.warp
-    monkeypatch.setattr(motion, "warp", lambda *a: calls.append(a[1:]) or real(*a))
+    monkeypatch.setattr(motion, "warp", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
     p = plan(2, width=72, height=40, zoom=1.2, angle=4.0, translation_x=9.0, translation_y=-5.0)
     render(models, settings(mode="animate_2d"), p)
     assert calls == [(1.2, 4.0, 9.0 * 80 / 72, -5.0 * 48 / 40)]
