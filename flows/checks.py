@@ -265,11 +265,16 @@ def check_semantics(cfg: Any) -> None:
     from engines.planning.prompts import parse_image_prompt, parse_prompt_schedule
     from engines.planning.speed import planned_frames
     from engines.planning.timeline import shot_frames, timeline
+    from tasks.stop import open_ended
 
     film = cfg.film
     for i, (shot, plan) in enumerate(zip(film.shots, cfg.shot_plans(), strict=True)):
         key = f"film.shots.{i}"
         settings = cfg.shot_engine(shot)  # validates engine overrides
+        if shot.frames is None and shot.seconds is None and not open_ended(settings):
+            raise ConfigError(f"{key}.frames", None, "a length: frames or seconds (one of them)",
+                              "only an open-ended shot (engine max_iterations: -1) may leave "
+                              "both out")
         if not any(p.weight != 0 for f in plan.frames for ph in (f.story or (f.prompts,))
                    for p in ph) and not shot.image_prompts:
             raise ConfigError(f"{key}.prompts", shot.prompts, "at least one prompt with a non-zero weight")
@@ -310,7 +315,7 @@ def check_semantics(cfg: Any) -> None:
                               f"at most {most / film.fps:g} s ({most} frames at {film.fps:g} fps)",
                               f"a cross-fade must be shorter than both shots: {after[i]} and "
                               f"{after[i + 1]} frames after speed changes")
-    timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps)  # lengths add up
+    timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps, film.fit_fps)  # lengths add up
     _check_export_size(cfg)
     st = cfg.soundtrack
     if st.source == "musicgen_melody" and cfg.music_model is not None \

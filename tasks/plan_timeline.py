@@ -45,7 +45,7 @@ def plan_timeline(*, film: Film, plans: tuple[ShotPlan, ...], speeds: tuple[Spee
                   runtime: Runtime) -> Artefact:
     """`plans`: every shot's plan, made once in pre-production (flows/pre_production.py)."""
     def build(work: Path) -> dict[str, Any]:
-        tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps)
+        tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps, film.fit_fps)
         write_json(work / "timeline.json", tl.as_dict())
         with atomic_path(work / "schedules.csv") as tmp:
             schedule_table(plans).to_csv(tmp, index=False)

@@ -369,6 +369,13 @@ class _Run:
         return (base + noise * self.sigma).clamp(0.0, 1.0), base
 
 
+def depends_on_length(settings: Settings) -> str | None:
+    """Why a frame depends on more than the plan up to it and the frames before it, or None."""
+    if settings.frames_per_prompt is not None:
+        return "frames_per_prompt spreads the shot's prompt texts over its whole length"
+    return None
+
+
 def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:
     """The film's CLIP perceptors (clip, then extra_clip)."""
     return {"clip": film_models["clip"]}

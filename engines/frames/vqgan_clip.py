@@ -109,6 +109,16 @@ class Settings(EngineSettings):
     compile: Literal[COMPILE_MODES] = "none"  # torch.compile mode of decoder and perceptor
     canvas_scale: float = Field(1.0, gt=0, le=1)  # internal canvas / output size (frames resized up)
     auto_fit: bool = False  # on CUDA, lower the above (engines/frames/memory.py) when it would not fit
+    max_iterations: int | None = None  # null: the shot's length; -1: open-ended (until Ctrl-C / make stop)
+
+    @field_validator("max_iterations")
+    @classmethod
+    def _max_iterations(cls, v: int | None) -> int | None:
+        if v is not None and v != -1:
+            raise ValueError("null (the shot's frames or seconds set its length) or -1 (render "
+                             "until stopped); for N iterations give the shot N / images_interval "
+                             "frames (evolve)")
+        return v
 
     @field_validator("noise_prompts")
     @classmethod
@@ -457,6 +467,22 @@ def _animate(run: _Run, start: int, state: dict[str, Any] | None) -> None:
         with torch.no_grad():
             prev = run.colour(run.vq.synth(z))
         run.commit(prev, index, {"prev": prev.detach().cpu().clone()})
+
+
+def depends_on_length(settings: Settings) -> str | None:
+    """Why a frame depends on more than the plan up to it and the frames before it (then a
+    longer render of the shot cannot go on from a shorter one), or None."""
+    if settings.init_weight and settings.init_mode == "decay":
+        return "init_mode decay spreads init_weight over the whole shot"
+    return None
+
+
+def check(settings: Settings, plan: Any, key: str) -> None:
+    """Rules checked when the config is read: an open-ended shot has no known length."""
+    if settings.max_iterations == -1 and settings.init_weight and settings.init_mode == "decay":
+        raise ConfigError("engine.init_mode", "decay", "anchor or zero with max_iterations -1",
+                          f"{key} is open-ended; decay spreads init_weight over the shot's "
+                          "length, which an open-ended shot does not have")
 
 
 def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:

@@ -50,6 +50,33 @@ class ShotPlan:
     def n_frames(self) -> int:
         return len(self.frames)
 
+    def head(self, n: int) -> ShotPlan:
+        """This plan cut to its first `n` frames (everything else the same)."""
+        from dataclasses import replace
+
+        return replace(self, frames=self.frames[:n])
+
+
+class ShotPlans:
+    """Every shot's plan, as pre-production hands them to production (a flow parameter).
+    Prefect records a flow run's parameters on its server, at most 512 KB of JSON per run, and
+    a few thousand frames of plans are more than that: this holder has no JSON form, so Prefect
+    records `<ShotPlans>` (and the plans themselves stay in this process)."""
+
+    __slots__ = ("plans",)
+
+    def __init__(self, plans: Any):
+        self.plans = tuple(plans)
+
+    def __getitem__(self, i: int) -> ShotPlan:
+        return self.plans[i]
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def __repr__(self) -> str:
+        return f"ShotPlans({', '.join(f'{p.name}: {p.n_frames} frames' for p in self.plans)})"
+
 
 class FrameSink(Protocol):
     """Where an engine commits frames. Each `commit` is durable before it returns.

@@ -25,7 +25,12 @@ from engines.planning.prompts import Prompt, parse_prompt_schedule
 
 
 def shot_frames(shot: Any, fps: float) -> int:
-    """Rendered frame count of a shot: `frames`, or round(seconds * fps) (at least 1)."""
+    """Rendered frame count of a shot: `frames`, or round(seconds * fps) (at least 1); an
+    open-ended shot without either plans OPEN_HORIZON frames (it stops when the user says)."""
+    from engines.planning.film import OPEN_HORIZON
+
+    if shot.frames is None and shot.seconds is None:
+        return OPEN_HORIZON
     return shot.frames if shot.frames is not None else max(1, round(shot.seconds * fps))
 
 
@@ -100,18 +105,23 @@ class ShotTiming:
 
 @dataclass(frozen=True)
 class Timeline:
-    fps: float
+    fps: float  # playback frames per second of the finished film (the soundtrack and the export)
     shots: tuple[ShotTiming, ...]
     total_frames: int  # of the finished film
     duration_s: float  # total_frames / fps
+    render_fps: float | None = None  # the film's fps, when fit_fps set another playback rate
 
     def as_dict(self) -> dict[str, Any]:
-        return {"fps": self.fps, "total_frames": self.total_frames, "duration_s": self.duration_s,
-                "shots": [vars(s) for s in self.shots]}
+        out = {"fps": self.fps, "total_frames": self.total_frames, "duration_s": self.duration_s,
+               "shots": [vars(s) for s in self.shots]}
+        if self.render_fps is not None:
+            out["render_fps"] = self.render_fps
+        return out
 
 
-def timeline(shots: list[tuple[Any, Any]], fps: float) -> Timeline:
-    """`shots`: (shot config, speed settings) pairs in film order."""
+def timeline(shots: list[tuple[Any, Any]], fps: float, fit_fps: Any = None) -> Timeline:
+    """`shots`: (shot config, speed settings) pairs in film order. `fit_fps`
+    (engines/planning/film.py FitFps): the playback rate follows the film's frame count."""
     from engines.planning.joins import Transition, planned_total
     from engines.planning.speed import planned_frames
 
@@ -124,4 +134,8 @@ def timeline(shots: list[tuple[Any, Any]], fps: float) -> Timeline:
         timings.append(ShotTiming(shot.name, rendered, after, shot.join.kind, join))
     transitions = [Transition(kind=t.join_kind, frames=t.join_frames) for t in timings[:-1]]
     total = planned_total([t.after_speed for t in timings], transitions)
+    if fit_fps is not None:
+        play = fit_fps.fps(total)
+        return Timeline(fps=play, shots=tuple(timings), total_frames=total,
+                        duration_s=total / play, render_fps=fps)
     return Timeline(fps=fps, shots=tuple(timings), total_frames=total, duration_s=total / fps)
