@@ -75,7 +75,7 @@ from engines.frames.base import EngineSettings
 from engines.guidance.clip_guide import AUGMENTS, COMPILE_MODES, DEFAULT_AUGMENTS
 
 NAME = "vqgan_clip"
-CODE_VERSION = "3"  # bump when the frames for the same settings would change (2: channels_last; 3: Deforum motion order, story phrases)
+CODE_VERSION = "3"  # bump when the frames for the same settings would change (2: channels_last; 3: Deforum motion order, story phrases, image prompts through cutouts)
 log = logging.getLogger("promptreel")
 
 
@@ -323,7 +323,7 @@ class _Run:
         self.generator = torch.Generator().manual_seed(int(plan.seed))
         self.guide = Guide(list(zip(perceptors, weights, strict=True)), s.cutn, s.cut_pow,
                            s.augments, self.generator, s.path, self.device,
-                           compile_mode=s.compile)
+                           compile_mode=s.compile, frame_size=(self.cw, self.ch))
         self.noise = s.noise_prompt_pairs()
         self.guide.prepare(_all_texts(plan), plan.image_prompts, self.noise)
         steps = (s.first_frame_steps or s.steps_per_frame) + (plan.n_frames - 1) * s.steps_per_frame

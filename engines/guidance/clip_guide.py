@@ -2,7 +2,8 @@
 
 Public API (stable; tensors are float32, images RGB in 0..1, shape [N, 3, H, W]):
 - `Guide(perceptors, cutn=32, cut_pow=1.0, augments=DEFAULT_AUGMENTS, generator=None,
-  path="fast", device="cpu", *, noise_fac=0.1, alternate=False, compile_mode="none")`:
+  path="fast", device="cpu", *, noise_fac=0.1, alternate=False, compile_mode="none",
+  frame_size=None)`:
   `perceptors` is a list of (Perceptor, weight). `.set_prompts(prompts, image_prompts=(),
   noise_prompts=())` sets the targets (text embeddings cached by text, so calling it every
   iteration is cheap); `.prepare(texts, image_prompts, noise_prompts)` embeds targets ahead of a
@@ -23,6 +24,16 @@ Public API (stable; tensors are float32, images RGB in 0..1, shape [N, 3, H, W])
 - `clamp_with_grad(x, lo, hi)`, `replace_grad(fake, real)`: straight-through helpers.
 - `load_image(path, size=None, device="cpu")`: an image file as [1, 3, H, W] in 0..1, resized
   (Lanczos, stretched) to `size` = (width, height) if given.
+- `area_fit(image_size, frame_size)`: the notebook's `resize_image` size: the image's aspect
+  ratio, with the area of the frame (never more than its own).
+
+Image prompts (the VQGAN+CLIP notebook's way): the target image is resized to `area_fit` of the
+frame (`frame_size`; its own size when none is given), cut into the same `cutn` augmented
+cutouts as the frame (the perceptor's `Cutouts`, from a generator of its own seeded from the
+Guide's, so the frame's random sequence is untouched and every render embeds the image the same
+way), and every cutout is embedded: the target is [cutn, d], and the prompt's distance is the
+mean over every pair (frame cutout, image cutout). A 16:9 image keeps its sides (a centre crop,
+CLIP's own preprocessing, would drop them).
 
 Prompt loss (Crowson's VQGAN-CLIP notebook): for a prompt of weight w and stop s, with d the
 distances of every cutout embedding to the target embedding(s), the term is
@@ -208,6 +219,27 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, device: An
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).to(device)
 
 
+def area_fit(image_size: tuple[int, int], frame_size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) with the image's aspect ratio and the area min(image, frame): the
+    VQGAN+CLIP notebook's `resize_image(image, (sideX, sideY))` for image prompts."""
+    w, h = image_size
+    ratio = w / h
+    area = min(w * h, frame_size[0] * frame_size[1])
+    return max(1, round(math.sqrt(area * ratio))), max(1, round(math.sqrt(area / ratio)))
+
+
+def image_size_of(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError) as exc:
+        raise PromptreelError(f"cannot read image {str(path)!r}: {exc}; give the path of a PNG "
+                              "or JPEG file that exists") from None
+
+
 def _device(perceptor: Any) -> Any:
     return next(perceptor.model.parameters()).device
 
@@ -385,7 +417,8 @@ class Guide:
     def __init__(self, perceptors: Sequence[tuple[Any, float]], cutn: int = 32,
                  cut_pow: float = 1.0, augments: Sequence[str] = DEFAULT_AUGMENTS,
                  generator: Any = None, path: str = "fast", device: Any = "cpu", *,
-                 noise_fac: float = 0.1, alternate: bool = False, compile_mode: str = "none"):
+                 noise_fac: float = 0.1, alternate: bool = False, compile_mode: str = "none",
+                 frame_size: tuple[int, int] | None = None):
         import torch
 
         if not perceptors:
@@ -403,6 +436,9 @@ class Guide:
         seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
         gen_device = "cpu" if self.device.type == "meta" else self.device
         self.device_generator = torch.Generator(device=gen_device).manual_seed(seed)
+        self._image_seed = (seed + 1) % 2 ** 62  # image-prompt cutouts: a stream of their own
+        self._gen_device = gen_device
+        self.frame_size = frame_size
         self._stats = [_norm_stats(p, self.device) for p, _ in self.entries]
         self._cache: dict[tuple[int, str, str], Any] = {}
         self._targets: list[list[tuple[str, Any, float, float]]] = [[] for _ in self.entries]
@@ -425,6 +461,29 @@ class Guide:
         if key not in self._cache:
             self._cache[key] = make(self.entries[pi][0]).to(self.device)
         return self._cache[key]
+
+    def image_embedding(self, pi: int, src: Any) -> Any:
+        """[cutn, d] embeddings of an image prompt's cutouts (module docstring); `src` a path or
+        an image tensor [1, 3, H, W] in 0..1."""
+        import torch
+        import torch.nn.functional as F
+
+        if isinstance(src, str | Path):
+            size = image_size_of(src)
+            img = load_image(src, area_fit(size, self.frame_size or size))
+        else:
+            img = src
+            h, w = img.shape[-2:]
+            fit = area_fit((w, h), self.frame_size or (w, h))
+            if fit != (w, h):
+                img = F.interpolate(img.float(), (fit[1], fit[0]), mode="bicubic",
+                                    antialias=True, align_corners=False).clamp(0, 1)
+        generator = torch.Generator().manual_seed(self._image_seed)
+        device_generator = torch.Generator(device=self._gen_device).manual_seed(self._image_seed)
+        with torch.no_grad():
+            cuts = self.cutouts[pi](img.to(self.device, torch.float32), generator,
+                                    device_generator)
+            return self._encode(pi, cuts).float()
 
     def prepare(self, texts: Sequence[str] = (), image_prompts: Sequence[tuple] = (),
                 noise_prompts: Sequence[tuple[int, float]] = ()) -> None:
@@ -461,8 +520,8 @@ class Guide:
                 targets.append((p.text, emb, float(p.weight), float(p.stop)))
             for src, weight, stop in image_prompts:
                 ident = str(src) if isinstance(src, str | Path) else f"tensor{id(src)}"
-                emb = self._embedding(pi, "image", ident, lambda perc, s=src: embed_images(
-                    perc, load_image(s) if isinstance(s, str | Path) else s))
+                emb = self._embedding(pi, "image", ident,
+                                      lambda _perc, s=src, i=pi: self.image_embedding(i, s))
                 targets.append((f"image:{ident}", emb, float(weight), float(stop)))
             for seed, weight in noise_prompts:
                 emb = self._embedding(pi, "noise", str(int(seed)),
@@ -504,7 +563,7 @@ class Guide:
             cuts = self.cutouts[pi](image, self.generator, self.device_generator)
             emb = F.normalize(self._encode(pi, cuts), dim=-1).unsqueeze(1)  # [cutn, 1, d]
             for key, target, weight, stop in self._targets[pi]:
-                dists = spherical_dist_loss(emb, target.unsqueeze(0))  # [cutn, k]
+                dists = spherical_dist_loss(emb, target.unsqueeze(0))  # [cutn, targets' rows]
                 dists = dists if weight >= 0 else -dists
                 if stop != -math.inf:
                     dists = replace_grad(dists, torch.clamp(dists, min=stop))

@@ -259,11 +259,15 @@ def parse_prompt_schedule(spec: str | Mapping[str, str], *, key: str,
     return PromptSchedule(key, keys, tuple(by_frame[k][1] for k in keys))
 
 
-def paper_prompt_weights(n_prompts: int, frames_per_prompt: int, frame: int) -> list[float]:
-    """Weights of each prompt at `frame` in the 001 paper's linear interpolation.
+def paper_prompt_weights(n_prompts: int, frames_per_prompt: int, frame: int, *,
+                         fade: int | None = None) -> list[float]:
+    """Weights of each prompt at `frame` in the 001 paper's linear cross-fade.
 
-    i = frame // F is the current prompt; w[i+1] = (frame % F) / F, w[i] = 1 - w[i+1]; all others
-    0. Frame 0 uses only the first prompt; from frame (n-1)*F the last prompt holds at 1.
+    Prompt i owns the block of B frames from i*B (B = `fade`, default `frames_per_prompt`): at
+    frame i*B + k, w[i] = 1 - k/B and w[i+1] = k/B; all others 0. From (n-1)*B the last prompt
+    holds at 1. The authors' code (github.com/pschaldenbrand/Text2Video, text2video.py) uses
+    B = 2F for a frames_per_prompt of F (a video of (n-1)*2F + F frames); B = F is promptreel's
+    earlier reading of the paper's text.
     """
     if n_prompts < 1:
         raise ConfigError("prompts", n_prompts, "at least one prompt")
@@ -271,11 +275,14 @@ def paper_prompt_weights(n_prompts: int, frames_per_prompt: int, frame: int) -> 
         raise ConfigError("frames_per_prompt", frames_per_prompt, "a whole number >= 1")
     if frame < 0:
         raise ValueError(f"frame must be >= 0, got {frame}")
+    block = frames_per_prompt if fade is None else fade
+    if block < 1:
+        raise ConfigError("frames_per_prompt", block, "a whole number >= 1")
     w = [0.0] * n_prompts
-    i = frame // frames_per_prompt
+    i = frame // block
     if i >= n_prompts - 1:
         w[-1] = 1.0
         return w
-    w[i + 1] = (frame % frames_per_prompt) / frames_per_prompt
+    w[i + 1] = (frame % block) / block
     w[i] = 1.0 - w[i + 1]
     return w

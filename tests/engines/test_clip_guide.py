@@ -264,3 +264,28 @@ def test_compiled_and_autocast_helpers():
         assert not torch.is_autocast_enabled("cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16), autocast("cpu", True):
         assert torch.is_autocast_enabled("cpu")  # fast on a CPU keeps the caller's context
+
+
+def test_image_prompts_embed_augmented_cutouts_of_the_whole_image(clip):
+    # The VQGAN+CLIP notebook: the target image resized to the frame's area (aspect kept), then
+    # make_cutouts -> one embedding per cutout; the prompt's distance averages every pair. A
+    # centre crop (CLIP's own preprocessing) of a 16:9 image never sees its sides.
+    from engines.guidance.clip_guide import area_fit
+
+    assert area_fit((1600, 900), (64, 64)) == (85, 48)  # sqrt(4096 * 16/9), sqrt(4096 * 9/16)
+    assert area_fit((32, 18), (640, 360)) == (32, 18)  # never larger than the image itself
+    wide = image(36, 64, seed=5)
+    sides = wide.clone()
+    sides[..., :, :10] = 1.0  # change only the left side, outside the centre 36x36 square
+    g = make_guide(clip)
+    g.frame_size = (64, 36)
+    a, b = g.image_embedding(0, wide), g.image_embedding(0, sides)
+    assert a.shape == (g.cutouts[0].cutn, clip_embed_dim(clip))
+    assert torch.equal(a, g.image_embedding(0, wide))  # its own generator: the same every time
+    assert not torch.allclose(a, b)  # the sides count
+    crop_a, crop_b = embed_images(clip, wide), embed_images(clip, sides)
+    assert torch.allclose(crop_a, crop_b)  # ... where a centre crop loses them
+
+
+def clip_embed_dim(clip) -> int:
+    return int(embed_texts(clip, ["x"]).shape[-1])

@@ -228,3 +228,12 @@ def test_paper_prompt_weights_golden() -> None:
     assert all(sum(paper_prompt_weights(4, 7, f)) == pytest.approx(1) for f in range(40))
     with pytest.raises(ConfigError, match="frames_per_prompt"):
         paper_prompt_weights(2, 0, 0)
+
+
+def test_paper_prompt_weights_fade_over_two_f_frames() -> None:
+    # The authors' code: with frames_per_prompt F, prompt i fades into prompt i+1 over a block
+    # of 2F frames, w_next = k / 2F at frame k of the block; the last prompt then holds for F
+    # frames: 2 prompts, F = 20 -> a 60-frame video (the paper's Figure 2). Frame 10: 10/40.
+    got = [paper_prompt_weights(2, 20, f, fade=40) for f in (0, 10, 20, 39, 40, 59)]
+    assert got == [[1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [1 - 39 / 40, 39 / 40], [0.0, 1.0],
+                   [0.0, 1.0]]
