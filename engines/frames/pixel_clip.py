@@ -310,8 +310,9 @@ def perspective_crop(image: Any, size: int, n: int, scale: tuple[float, float],
         image = F.interpolate(image, (h, w), mode="bilinear", antialias=True, align_corners=False)
     # corners in normalised coordinates (x, y), clockwise from top-left; each moves inward by
     # U(0, distortion) of the half side (the half side is 1 in these units)
-    corners = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], device=dev,
-                           dtype=torch.float32)
+    idx = torch.arange(4, device=dev)  # built on the device: no host-to-device copy
+    corners = torch.stack([((idx == 1) | (idx == 2)).float() * 2 - 1,
+                           (idx >= 2).float() * 2 - 1], dim=1)  # (-1,-1) (1,-1) (1,1) (-1,1)
     inward = -corners  # the direction toward the centre, per axis
     moved = corners + inward * torch.rand(n, 4, 2, generator=device_generator, device=dev,
                                           dtype=torch.float32) * distortion
