@@ -72,7 +72,13 @@ from pydantic import Field, field_validator
 
 from engines.core.errors import ConfigError
 from engines.frames.base import EngineSettings
-from engines.guidance.clip_guide import AUGMENTS, COMPILE_MODES, DEFAULT_AUGMENTS
+from engines.guidance.clip_guide import (
+    AUGMENTS,
+    COMPILE_MODES,
+    CUT_METHODS,
+    DEFAULT_AUGMENTS,
+    NERDY_AUGMENTS,
+)
 
 NAME = "vqgan_clip"
 CODE_VERSION = "3"  # bump when the frames for the same settings would change (2: channels_last; 3: Deforum motion order, story phrases, image prompts through cutouts)
@@ -96,7 +102,8 @@ class Settings(EngineSettings):
     optimiser: Literal["adam", "adamw", "sgd"] = "adam"  # sgd: momentum 0.9 (needs a larger lr)
     cutn: int = Field(32, gt=0)  # cutouts per perceptor per iteration
     cut_pow: float = Field(1.0, gt=0)  # cutout size exponent (>1: smaller cutouts)
-    augments: tuple[Literal[AUGMENTS], ...] = DEFAULT_AUGMENTS  # cutout augmentations
+    cut_method: Literal[CUT_METHODS] = "random"  # random crops (Crowson) or pooled whole image (notebook)
+    augments: tuple[Literal[AUGMENTS + NERDY_AUGMENTS], ...] = DEFAULT_AUGMENTS  # cutout augmentations
     init_weight: float = Field(0.0, ge=0)  # weight of the latent regulariser (0 = off)
     init_mode: Literal["anchor", "zero", "decay"] = "anchor"  # what init_weight pulls toward
     noise_prompts: tuple[str, ...] = ()  # "seed[:weight]" random-embedding prompts
@@ -118,6 +125,14 @@ class Settings(EngineSettings):
             raise ValueError("null (the shot's frames or seconds set its length) or -1 (render "
                              "until stopped); for N iterations give the shot N / images_interval "
                              "frames (evolve)")
+        return v
+
+    @field_validator("augments")
+    @classmethod
+    def _augments(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(n in AUGMENTS for n in v) and any(n in NERDY_AUGMENTS for n in v):
+            raise ValueError("promptreel's names or nerdyrodent's codes, not both (nerdyrodent's "
+                             "apply in the order given, promptreel's as one warp)")
         return v
 
     @field_validator("noise_prompts")
@@ -323,7 +338,8 @@ class _Run:
         self.generator = torch.Generator().manual_seed(int(plan.seed))
         self.guide = Guide(list(zip(perceptors, weights, strict=True)), s.cutn, s.cut_pow,
                            s.augments, self.generator, s.path, self.device,
-                           compile_mode=s.compile, frame_size=(self.cw, self.ch))
+                           compile_mode=s.compile, frame_size=(self.cw, self.ch),
+                           cut_method=s.cut_method)
         self.noise = s.noise_prompt_pairs()
         self.guide.prepare(_all_texts(plan), plan.image_prompts, self.noise)
         steps = (s.first_frame_steps or s.steps_per_frame) + (plan.n_frames - 1) * s.steps_per_frame
