@@ -256,7 +256,19 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
                 if exc.value == value and exc.key != key:
                     raise ConfigError(key, exc.value, exc.accepted, exc.hint) from None
                 raise
-        return _validated(ModelEntry, value, key)
+        if isinstance(value, dict) and value.get("source") == "local":
+            for k in ("config", "checkpoint"):
+                if not value.get(k):
+                    raise ConfigError(f"{key}.{k}", value.get(k), "the path of your model's "
+                                      f"{'taming yaml' if k == 'config' else 'checkpoint'}",
+                                      f"{key}=local needs {key}.config=/abs/model.yaml and "
+                                      f"{key}.checkpoint=/abs/last.ckpt")
+        checked = _validated(ModelEntry, value, key)
+        if checked.source == "local":  # a yaml/ckpt pair by path: files and loader checked now
+            from engines.models.taming import local_entry
+
+            return local_entry(checked, key)
+        return checked
 
     engine = engine_settings(dict(raw.get("engine") or {}))
     raw_sound = dict(raw.get("soundtrack") or {"source": "none"})

@@ -82,12 +82,14 @@ class ModelEntry(Frozen):
 
     name: str  # registry key = file name = config option
     kind: Literal[tuple(KINDS)]  # type: ignore[valid-type]
-    source: Literal["url", "open_clip", "audiocraft", "generated", "dead"]
+    source: Literal["url", "open_clip", "audiocraft", "generated", "dead", "local"]
     files: tuple[RemoteFile, ...] = ()  # what to download (empty for generated)
     loader: str | None = None  # vqgan: VQModel | GumbelVQ | Net2NetTransformer
     arch: dict[str, Any] = Field(default_factory=dict)  # open_clip: model + pretrained; generated
     seed: int = Field(0, ge=0)  # torch seed of a generated model's random weights
     notes: str = ""
+    config: str | None = None  # source local: path of the model's taming yaml (vqgan=local)
+    checkpoint: str | None = None  # source local: path of its Lightning checkpoint
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
@@ -102,7 +104,16 @@ class ModelEntry(Frozen):
             raise ValueError("source open_clip: arch needs model (e.g. ViT-B-32) and pretrained")
         if self.source == "dead" and not self.notes:
             raise ValueError("source dead: say in notes what happened and what to use instead")
-        if self.kind == "vqgan" and self.loader not in VQGAN_LOADERS:
+        if self.source == "local":
+            if self.kind != "vqgan" or self.files:
+                raise ValueError("source local: a vqgan whose config and checkpoint are paths "
+                                 "(files empty)")
+            # the paths are given with vqgan=local and checked when the config is read
+            # (flows/config.py, engines/models/taming.py local_entry)
+        elif self.config is not None or self.checkpoint is not None:
+            raise ValueError("config and checkpoint are paths of a source local entry only")
+        if self.kind == "vqgan" and self.loader not in VQGAN_LOADERS and not (
+                self.source == "local" and self.loader is None):
             raise ValueError(f"kind vqgan: loader must be one of {', '.join(VQGAN_LOADERS)}")
         if len({f.name for f in self.files}) != len(self.files):
             raise ValueError("files: two files with the same name")
@@ -170,5 +181,8 @@ class Prepared:
     entry: ModelEntry
     folder: str
 
-    def cache_identity(self) -> ModelEntry:
+    def cache_identity(self) -> Any:
+        if self.entry.source == "local":  # the files' content (in the folder name), no paths
+            return {"entry": self.entry.model_copy(update={"config": None, "checkpoint": None}),
+                    "content": Path(self.folder).name}
         return self.entry

@@ -105,6 +105,8 @@ def ensure_files(entry: ModelEntry, models_dir: Path, *, download: bool = True) 
         out = materialise_generated(entry, models_dir)
         return {p.name: p for p in sorted(out.iterdir()) if p.is_file()
                 and not p.name.startswith(".") and p.name != GENERATED_MANIFEST}
+    if entry.source == "local":
+        return local_files(entry, models_dir)
     folder = model_dir(entry, models_dir)
     paths = {}
     for f in entry.files:
@@ -129,6 +131,11 @@ def missing_files(entries: list[ModelEntry] | tuple[ModelEntry, ...], models_dir
     for entry in entries:
         if entry.source == "generated":
             continue
+        if entry.source == "local":
+            problems += [f"{entry.kind} {entry.name}: {k} {getattr(entry, k)} is missing"
+                         for k in ("config", "checkpoint")
+                         if not Path(str(getattr(entry, k))).expanduser().is_file()]
+            continue
         for f in entry.files:
             dest = model_dir(entry, models_dir) / f.name
             problem = check_file(dest, f, hash_it=False)
@@ -137,6 +144,55 @@ def missing_files(entries: list[ModelEntry] | tuple[ModelEntry, ...], models_dir
             where = f"download {f.url}" if f.url and entry.source != "dead" else "host dead"
             problems.append(f"{entry.kind} {entry.name}: {f.name} {problem} at {dest} ({where})")
     return problems
+
+
+# --- a model's own files by path (vqgan=local) ---------------------------------------------
+
+def _memo_sha(path: Path, memo_dir: Path) -> str:
+    """sha256 of a user's file, remembered by (path, size, mtime) under `memo_dir`."""
+    st = path.stat()
+    memo = memo_dir / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]}.json"
+    try:
+        rec = json.loads(memo.read_text())
+        if (rec["size"], rec["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+            return rec["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = sha256_file(path)
+    memo_dir.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"path": str(path), "size": st.st_size,
+                                "mtime_ns": st.st_mtime_ns, "sha256": digest}))
+    return digest
+
+
+def local_folder(entry: ModelEntry, models_dir: Path) -> Path:
+    """`<models_dir>/vqgan/local-<digest>/`: the folder of a local pair, named by the sha256 of
+    both files' contents (so a key names the content, never the paths)."""
+    memo = Path(models_dir) / entry.kind / ".local-hashes"
+    paths = [Path(str(getattr(entry, k))).expanduser() for k in ("config", "checkpoint")]
+    for key, path in zip(("config", "checkpoint"), paths, strict=True):
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_KEYS[entry.kind]}.{key}", str(path), "an existing file",
+                              "the path of your model's yaml (config) and checkpoint")
+    digest = hashlib.sha256("".join(_memo_sha(p, memo) for p in paths).encode()).hexdigest()
+    return Path(models_dir) / entry.kind / f"local-{digest[:16]}"
+
+
+def local_files(entry: ModelEntry, models_dir: Path) -> dict[str, Path]:
+    """A local yaml/ckpt pair linked (or copied) into its content-named folder under the
+    published names, so the format module loads it like a downloaded model."""
+    from engines.core.files import link_or_copy
+    from engines.models.taming import CKPT_FILE, CONFIG_FILE
+
+    folder = local_folder(entry, models_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, name in (("config", CONFIG_FILE), ("checkpoint", CKPT_FILE)):
+        src, dest = Path(str(getattr(entry, key))).expanduser(), folder / name
+        if not dest.is_file() or dest.stat().st_size != src.stat().st_size:
+            link_or_copy(src, dest)
+        out[name] = dest
+    return out
 
 
 # --- downloads -------------------------------------------------------------------------------
@@ -308,4 +364,6 @@ def prepare(entry: ModelEntry, models_dir: Path, *, download: bool = True) -> Pa
     after = getattr(format_of(entry.kind), "after_fetch", None)
     if after is not None:
         after(entry, files, download=download)
+    if entry.source == "local":
+        return local_folder(entry, models_dir)
     return model_dir(entry, models_dir)

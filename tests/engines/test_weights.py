@@ -42,7 +42,8 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 # --- registry ------------------------------------------------------------------------------
 
 def test_registry_has_exactly_the_documented_entries():
-    assert set(registry.list_entries("vqgan", CONF)) == set(REAL_VQGAN) | GENERATED_VQGAN
+    assert set(registry.list_entries("vqgan", CONF)) == set(REAL_VQGAN) | GENERATED_VQGAN | {
+        "local"}  # vqgan=local: your own yaml/ckpt pair by path
     assert set(registry.list_entries("clip", CONF)) == set(REAL_CLIP) | {
         "generated_clip_tiny", "generated_clip_vit_b_32"}
     for kind in ("vqgan", "clip"):

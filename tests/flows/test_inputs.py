@@ -73,3 +73,35 @@ def test_a_bad_url_names_the_key(server, tmp_path, name, why):
     msg = str(info.value)
     assert msg.startswith(f"film.shots.0.init_image: bad value '{url}/{name}'; accepted: an image "
                           "URL that answers") and why in msg
+
+
+def test_any_vqgan_yaml_and_checkpoint_by_path(tmp_path, models_dir):
+    import shutil
+
+    from engines.models import loaded
+    from engines.models.registry import Prepared
+    from tasks.select_models import prepare
+
+    tiny = models_dir / "vqgan" / "generated_vqgan_f16_tiny"
+    for where in ("a", "b b"):  # the same files at two paths
+        (tmp_path / where).mkdir()
+        shutil.copy(tiny / "model.yaml", tmp_path / where / "my.yaml")
+        shutil.copy(tiny / "last.ckpt", tmp_path / where / "my.ckpt")
+    prepared = []
+    for where in ("a", "b b"):
+        cfg = compose("vqgan=local", f"vqgan.config='{tmp_path / where / 'my.yaml'}'",
+                      f"vqgan.checkpoint='{tmp_path / where / 'my.ckpt'}'",
+                      f"runtime.models_dir={tmp_path / 'models'}", cache=tmp_path / "cache")
+        assert cfg.vqgan.loader == "VQModel"  # read from the yaml's model.target
+        prepared.append(prepare(cfg.vqgan, cfg.runtime.models_dir, download=False))
+    assert prepared[0].folder == prepared[1].folder  # named by content
+    assert Path(prepared[0].folder).name.startswith("local-")
+    ident = [p.cache_identity() for p in prepared]
+    assert ident[0]["entry"] == ident[1]["entry"] and ident[0] == ident[1]  # no paths in keys
+    model = loaded.load(prepared[0].entry, prepared[0].folder, "cpu")
+    assert model.quantize.embedding.weight.shape[0] == 64
+    assert isinstance(prepared[0], Prepared)
+    (tmp_path / "bad.yaml").write_text("model: {target: os.system}\n")
+    with pytest.raises(ConfigError, match="^vqgan.config: bad value .*model.target"):
+        compose("vqgan=local", f"vqgan.config={tmp_path / 'bad.yaml'}",
+                f"vqgan.checkpoint={tmp_path / 'a' / 'my.ckpt'}", cache=tmp_path / "cache")
