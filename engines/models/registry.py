@@ -54,6 +54,17 @@ class RemoteFile(Frozen):
     size: int | None = Field(None, gt=0)  # exact size in bytes, checked; None = unknown
     approx_size: int | None = Field(None, gt=0)  # bytes as published (rounded), checked to 10%
     sha256: str | None = None  # lowercase hex digest, checked; None = unknown
+    mirrors: tuple[str, ...] = ()  # other URLs of the same file, tried in order when `url` fails
+    optional: bool = False  # the model loads without it (a companion file): a failed download
+    # is logged, not an error
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirrors(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for url in v:
+            if not re.match(r"^https?://", url):
+                raise ValueError("http:// or https:// URLs")
+        return v
 
     @field_validator("name")
     @classmethod

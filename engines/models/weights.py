@@ -117,9 +117,18 @@ def ensure_files(entry: ModelEntry, models_dir: Path, *, download: bool = True) 
                 why = f"its host is dead and no replacement is known ({problem})"
                 raise MissingWeightsError(missing_message(entry, f, dest, why))
             if not download:
+                if f.optional:
+                    continue
                 why = f"{problem}; downloads are off (runtime.download=false)"
                 raise MissingWeightsError(missing_message(entry, f, dest, why))
-            fetch(entry, f, dest)
+            try:
+                fetch(entry, f, dest)
+            except MissingWeightsError as exc:
+                if not f.optional:
+                    raise
+                log.warning("%s: optional file %s not fetched; loading without it (%s)",
+                            entry.name, f.name, str(exc).splitlines()[-2].strip())
+                continue
         paths[f.name] = dest
     return paths
 
@@ -139,7 +148,7 @@ def missing_files(entries: list[ModelEntry] | tuple[ModelEntry, ...], models_dir
         for f in entry.files:
             dest = model_dir(entry, models_dir) / f.name
             problem = check_file(dest, f, hash_it=False)
-            if problem is None:
+            if problem is None or f.optional:
                 continue
             where = f"download {f.url}" if f.url and entry.source != "dead" else "host dead"
             problems.append(f"{entry.kind} {entry.name}: {f.name} {problem} at {dest} ({where})")
@@ -202,6 +211,22 @@ class VerificationError(MissingWeightsError):
 
 
 def fetch(entry: ModelEntry, f: RemoteFile, dest: Path) -> Path:
+    """Download `f` from its URL, then its mirrors in order until one succeeds (the message of
+    the last failure otherwise); see `fetch_from`."""
+    urls = [f.url, *f.mirrors]
+    for i, url in enumerate(urls):
+        try:
+            return fetch_from(entry, f.model_copy(update={"url": url}), dest)
+        except VerificationError:
+            raise  # the wrong file: another host would not be more trustworthy
+        except MissingWeightsError:
+            if i == len(urls) - 1:
+                raise
+            log.warning("%s: %s failed; trying the mirror %s", entry.name, url, urls[i + 1])
+    raise AssertionError("unreachable")
+
+
+def fetch_from(entry: ModelEntry, f: RemoteFile, dest: Path) -> Path:
     """Download `f` to `dest` (resuming `<dest>.part`), verify it and move it into place.
     Any network or HTTP failure becomes a MissingWeightsError; a partial download is kept for the
     next attempt unless it failed verification. Nothing is created before the server answers."""
