@@ -32,6 +32,15 @@ mse(z, z_start), z_start = the start latent (evolve) or this frame's warped late
 for compatibility); "decay": the anchor term with weight falling linearly from init_weight at the
 first iteration of the shot to 0 at the last.
 
+Story phrases (a prompt line "a | b ^ c", FramePlan.story): with `story_every` N, iteration i
+uses phrase i // N (then holds the last, or with `story_after_last: loop` starts over, as
+nerdyrodent's -cpe). Cutouts (`cut_method`, `augments`): engines.guidance.clip_guide, Crowson's
+random cutouts or the notebook's pooled ones, promptreel's augmentation names or nerdyrodent's
+codes. Image prompts are embedded through the same cutouts of the image (clip_guide).
+`max_iterations: -1` makes the shot open-ended (tasks/stop.py): it renders until the user stops
+it; every frame depends only on the plan and the frames before it (`depends_on_length`), which
+is also what lets a longer render of a shot go on from a shorter one.
+
 Colour coherence: the first frame's LAB mean/std is kept; every later frame is matched to it
 (`engines.planning.motion.match_colour`) before it is committed and, in animate_2d, before it is warped
 into the next frame.
