@@ -97,7 +97,7 @@ def vqgan_case(w: int, h: int, vq: Any, perc: Any, device: str, n: dict[str, int
     from tasks.frame_sink import DirectorySink
 
     plan = _plan(w, h)
-    prompts = plan.frames[0].prompts
+    prompts = plan.frames[0]  # the FramePlan: its prompts
     out: dict[str, Any] = {"engine": V.NAME, "size": f"{w}x{h}", "cutouts": 32}
     with _Memory(device) as mem:
         for path in ("fast", "reference"):

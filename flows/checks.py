@@ -265,13 +265,20 @@ def check_semantics(cfg: Any) -> None:
     from engines.planning.prompts import parse_image_prompt, parse_prompt_schedule
     from engines.planning.speed import planned_frames
     from engines.planning.timeline import shot_frames, timeline
+    from tasks.stop import open_ended
 
     film = cfg.film
     for i, (shot, plan) in enumerate(zip(film.shots, cfg.shot_plans(), strict=True)):
         key = f"film.shots.{i}"
         settings = cfg.shot_engine(shot)  # validates engine overrides
-        if not any(p.weight != 0 for f in plan.frames for p in f.prompts) and not shot.image_prompts:
+        if shot.frames is None and shot.seconds is None and not open_ended(settings):
+            raise ConfigError(f"{key}.frames", None, "a length: frames or seconds (one of them)",
+                              "only an open-ended shot (engine max_iterations: -1) may leave "
+                              "both out")
+        if not any(p.weight != 0 for f in plan.frames for ph in (f.story or (f.prompts,))
+                   for p in ph) and not shot.image_prompts:
             raise ConfigError(f"{key}.prompts", shot.prompts, "at least one prompt with a non-zero weight")
+        _check_story(shot, settings, key, film.fps)
         if isinstance(shot.prompts, dict) and shot.transition.kind != "interpolate":
             n = len(plan.frames)
             for label, line in shot.prompts.items():
@@ -314,7 +321,7 @@ def check_semantics(cfg: Any) -> None:
                               f"at most {most / film.fps:g} s ({most} frames at {film.fps:g} fps)",
                               f"a cross-fade must be shorter than both shots: {after[i]} and "
                               f"{after[i + 1]} frames after speed changes")
-    timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps)  # lengths add up
+    timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps, film.fit_fps)  # lengths add up
     _check_export_size(cfg)
     st = cfg.soundtrack
     if st.source == "musicgen_melody" and cfg.music_model is not None \
@@ -331,6 +338,26 @@ def check_semantics(cfg: Any) -> None:
         check_audio_file(path, f"soundtrack.{'file' if st.source == 'file' else 'melody'}")
     if cfg.refine.method == "cyclegan" and cfg.refine.checkpoint:
         check_checkpoint_file(cfg.refine.checkpoint, "refine.checkpoint")
+
+
+def _check_story(shot: Any, settings: Any, key: str, fps: float) -> None:
+    """A line with story phrases (`^`) needs an engine with a story mode switched on."""
+    from engines.planning.prompts import parse_prompt_schedule
+
+    schedule = parse_prompt_schedule(shot.prompts, key=f"{key}.prompts", fps=fps)
+    if not schedule.has_story:
+        return
+    line = shot.prompts if isinstance(shot.prompts, str) else next(
+        v for v in shot.prompts.values() if "^" in v)
+    if "story_every" not in type(settings).model_fields:
+        raise ConfigError(f"{key}.prompts", line, "a line without '^' (story phrases)",
+                          f"engine {settings.name} has no story mode; give the phrases as "
+                          "keyframes instead")
+    if settings.story_every is None:
+        raise ConfigError(f"{key}.prompts", line, "story phrases ('^') with engine.story_every "
+                          "set (iterations per phrase)", "with story_every null the phrases "
+                          "would never switch: set engine.story_every=N (nerdyrodent's -cpe N), "
+                          "or remove '^'")
 
 
 def _check_dead_model(entry: Any, key: str, models_dir: Any) -> None:

@@ -256,7 +256,19 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
                 if exc.value == value and exc.key != key:
                     raise ConfigError(key, exc.value, exc.accepted, exc.hint) from None
                 raise
-        return _validated(ModelEntry, value, key)
+        if isinstance(value, dict) and value.get("source") == "local":
+            for k in ("config", "checkpoint"):
+                if not value.get(k):
+                    raise ConfigError(f"{key}.{k}", value.get(k), "the path of your model's "
+                                      f"{'taming yaml' if k == 'config' else 'checkpoint'}",
+                                      f"{key}=local needs {key}.config=/abs/model.yaml and "
+                                      f"{key}.checkpoint=/abs/last.ckpt")
+        checked = _validated(ModelEntry, value, key)
+        if checked.source == "local":  # a yaml/ckpt pair by path: files and loader checked now
+            from engines.models.taming import local_entry
+
+            return local_entry(checked, key)
+        return checked
 
     engine = engine_settings(dict(raw.get("engine") or {}))
     raw_sound = dict(raw.get("soundtrack") or {"source": "none"})
@@ -293,5 +305,35 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
         raise validation_error(exc, model=RenderConfig) from None
     from flows.checks import check_semantics
 
+    cfg = localise_inputs(cfg)
     check_semantics(cfg)
     return cfg
+
+
+def localise_inputs(cfg: RenderConfig) -> RenderConfig:
+    """Init images and image prompts given as URLs, fetched once into the cache and replaced by
+    their local files (engines/media/remote.py); a failure names the key."""
+    from engines.media.remote import fetch_input, is_url
+    from engines.planning.prompts import parse_image_prompt
+
+    shots, changed = [], False
+    for i, shot in enumerate(cfg.film.shots):
+        update: dict[str, Any] = {}
+        if is_url(shot.init_image):
+            update["init_image"] = str(fetch_input(shot.init_image, cfg.runtime.cache_dir,
+                                                   f"film.shots.{i}.init_image"))
+        specs = []
+        for j, spec in enumerate(shot.image_prompts):
+            path, weight, stop = parse_image_prompt(spec, key=f"film.shots.{i}.image_prompts")
+            if is_url(path):
+                local = fetch_input(path, cfg.runtime.cache_dir, f"film.shots.{i}.image_prompts.{j}")
+                spec = f"{local}:{weight!r}:{stop!r}"
+                update["image_prompts"] = True
+            specs.append(spec)
+        if "image_prompts" in update:
+            update["image_prompts"] = tuple(specs)
+        shots.append(shot.model_copy(update=update) if update else shot)
+        changed = changed or bool(update)
+    if not changed:
+        return cfg
+    return cfg.model_copy(update={"film": cfg.film.model_copy(update={"shots": tuple(shots)})})

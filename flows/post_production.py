@@ -22,6 +22,7 @@ def all_prompts(cfg: RenderConfig) -> str:
 @flow(name="post_production")
 def post_production(cfg: RenderConfig, timeline: Artefact, shots: list[Artefact],
                     soundtrack: Artefact | None, models: dict[str, Prepared]) -> Artefact:
+    """`timeline`: production's (re-planned when an open-ended shot was stopped)."""
     plan = {s["name"]: s for s in timeline.meta["shots"]}
     cyclegan = models[cfg.cyclegan.name] if cfg.cyclegan else None
     sped = []
@@ -32,9 +33,10 @@ def post_production(cfg: RenderConfig, timeline: Artefact, shots: list[Artefact]
         sped.append(modulate_speed(frames=refined, settings=cfg.shot_speed(shot),
                                    planned=plan[shot.name]["after_speed"], runtime=cfg.runtime))
     joins = tuple((s["join_kind"], s["join_frames"]) for s in timeline.meta["shots"][:-1])
-    film = blend_shots(shots=tuple(sped), joins=joins, fps=cfg.film.fps,
+    fps = timeline.meta["fps"]  # the playback rate (film.fps, or fitted: film.fit_fps)
+    film = blend_shots(shots=tuple(sped), joins=joins, fps=fps,
                        planned=timeline.meta["total_frames"], runtime=cfg.runtime)
-    return export_video(film=film, soundtrack=soundtrack, settings=cfg.export, fps=cfg.film.fps,
+    return export_video(film=film, soundtrack=soundtrack, settings=cfg.export, fps=fps,
                         width=cfg.export.width or cfg.resolution.width,
                         height=cfg.export.height or cfg.resolution.height,
                         film_name=cfg.film.name, prompts=all_prompts(cfg),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow
 
 from engines.models.registry import Prepared
 from engines.planning.film import Shot
-from engines.planning.plan import ShotPlan
+from engines.planning.plan import ShotPlan, ShotPlans
 from flows.config import RenderConfig
 from tasks.artefacts import Artefact
 from tasks.cache import held_elsewhere
@@ -16,6 +17,9 @@ from tasks.compose_soundtrack import compose_soundtrack
 from tasks.extract_frames import extract_frames
 from tasks.generate_frames import NAME as generate_frames_name
 from tasks.generate_frames import code_version, generate_frames
+from tasks.plan_timeline import plan_timeline
+
+log = logging.getLogger("promptreel")
 
 
 def soundtrack_prompt(cfg: RenderConfig) -> str | None:
@@ -32,10 +36,9 @@ def soundtrack_prompt(cfg: RenderConfig) -> str | None:
     for shot in cfg.film.shots:
         schedule = parse_prompt_schedule(shot.prompts, key=f"film.shots.{shot.name}.prompts",
                                          fps=cfg.film.fps)
-        for prompts in schedule.prompts:
-            for p in prompts:
-                if p.weight > 0:
-                    texts += [t.strip() for t in p.text.split("^") if t.strip() not in texts]
+        for story in schedule.stories:
+            for phrase in story:
+                texts += [p.text for p in phrase if p.weight > 0 and p.text not in texts]
     return derive_prompt([t for t in texts if t], st.mood)
 
 
@@ -125,12 +128,38 @@ def shot_order(params: list[dict[str, Any]]) -> list[int]:
     return order
 
 
+def replanned(cfg: RenderConfig, plans: tuple[ShotPlan, ...], counts: list[int]) -> tuple:
+    """(film, plans) as rendered: each shot cut to the frames it committed (an open-ended shot
+    stopped by the user), a join into or out of a shortened shot clamped to fit it."""
+    from engines.planning.speed import planned_frames
+
+    film = cfg.film
+    shots = []
+    for shot, n in zip(film.shots, counts, strict=True):
+        shots.append(shot.model_copy(update={"frames": n, "seconds": None}))
+    after = [planned_frames(n, cfg.shot_speed(s), film.fps) for s, n in zip(film.shots, counts,
+                                                                            strict=True)]
+    for i, shot in enumerate(shots[:-1]):
+        most = max(0, min(after[i], after[i + 1]) - 1) / film.fps
+        if shot.join.kind != "cut" and shot.join.seconds > most:
+            log.warning("%s: the cross-fade into the next shot is cut to %.3f s to fit the "
+                        "frames rendered", shot.name, most)
+            shots[i] = shot.model_copy(update={"join": shot.join.model_copy(
+                update={"seconds": most})})
+    film = film.model_copy(update={"shots": tuple(shots)})
+    return film, tuple(p.head(n) for p, n in zip(plans, counts, strict=True))
+
+
 @flow(name="production")
-def production(cfg: RenderConfig, timeline: Artefact, plans: tuple[ShotPlan, ...],
-               models: dict[str, Prepared]) -> tuple[list[Artefact], Artefact | None]:
+def production(cfg: RenderConfig, timeline: Artefact, plans: ShotPlans,
+               models: dict[str, Prepared]) -> tuple[list[Artefact], Artefact | None, Artefact]:
+    """(each shot's extracted frames, the soundtrack or None, the timeline). The timeline is the
+    pre-production one, or, when an open-ended shot was stopped, one re-planned from the frames
+    committed, which the soundtrack and post-production follow."""
     params = [shot_params(cfg, plans, models, i) for i in range(len(cfg.film.shots))]
     links = {chain[0]: chain for chain in chains(cfg)}
     done: dict[int, Artefact] = {}
+    rendered: dict[int, Artefact] = {}
     remaining = list(links)
     while remaining:
         head = next_shot(params, remaining)
@@ -138,15 +167,23 @@ def production(cfg: RenderConfig, timeline: Artefact, plans: tuple[ShotPlan, ...
         previous = None
         for i in links[head]:
             p = continued(params[i], previous) if previous is not None else params[i]
-            previous = generate_frames(**p)
+            previous = rendered[i] = generate_frames(**p)
             done[i] = extract_frames(frames=previous, contact_columns=8, runtime=cfg.runtime)
     shots = [done[i] for i in range(len(params))]
+    counts = [rendered[i].meta["n_frames"] for i in range(len(params))]
+    if counts != [p.n_frames for p in plans.plans]:
+        film, cut = replanned(cfg, plans.plans, counts)
+        timeline = plan_timeline(film=film, plans=cut,
+                                 speeds=tuple(cfg.shot_speed(s) for s in cfg.film.shots),
+                                 runtime=cfg.runtime)
+        log.info("timeline re-planned from the frames rendered: %d frames, %.2f s",
+                 timeline.meta["total_frames"], timeline.meta["duration_s"])
     soundtrack = None
     if cfg.soundtrack.source != "none":
         soundtrack = compose_soundtrack(
             settings=cfg.soundtrack, prompt=soundtrack_prompt(cfg),
-            total_frames=timeline.meta["total_frames"], fps=cfg.film.fps,
+            total_frames=timeline.meta["total_frames"], fps=timeline.meta["fps"],
             seed=cfg.soundtrack.seed if cfg.soundtrack.seed is not None else cfg.seed,
             model=models[cfg.music_model.name] if cfg.music_model else None,
             input_sha256=input_hash(cfg), runtime=cfg.runtime)
-    return shots, soundtrack
+    return shots, soundtrack, timeline

@@ -110,7 +110,7 @@ def show(cfg) -> None:
     from tasks.plan_timeline import schedule_table
 
     print(json.dumps(cfg.model_dump(mode="json", exclude={"runtime"}), indent=2, default=str))
-    tl = timeline([(s, cfg.shot_speed(s)) for s in cfg.film.shots], cfg.film.fps)
+    tl = timeline([(s, cfg.shot_speed(s)) for s in cfg.film.shots], cfg.film.fps, cfg.film.fit_fps)
     print("\ntimeline:", json.dumps(tl.as_dict(), indent=2))
     table = schedule_table(cfg.shot_plans())
     step = max(1, math.ceil(len(table) / 240))  # at most ~240 rows on screen
@@ -128,7 +128,9 @@ def render_film(cfg) -> dict:
 
     LEDGER.clear()
     timeline, plans, models = pre_production(cfg)
-    shots, soundtrack = production(cfg, timeline, plans, models)
+    from engines.planning.plan import ShotPlans
+
+    shots, soundtrack, timeline = production(cfg, timeline, ShotPlans(plans), models)
     final = post_production(cfg, timeline, shots, soundtrack, models)
     run_dir = Path(cfg.runtime.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -193,6 +195,7 @@ def main(dcfg: DictConfig) -> None:
             if code:
                 sys.exit(code)
             return
+        install_stop_handler()
         server = prefect_server.start()  # only now: a bad config must not start a server
         if server is None:  # PREFECT_API_URL names one (`make server`)
             record = render_film(cfg)
@@ -214,6 +217,25 @@ def main(dcfg: DictConfig) -> None:
             record_failure(Path(HydraConfig.get().runtime.output_dir), exc)
             return
         sys.exit(2)
+
+
+def install_stop_handler() -> None:
+    """Ctrl-C (SIGINT) while an open-ended shot renders ends that shot after its frame in
+    progress (tasks/stop.py); the render then goes on to the export. Otherwise, or a second
+    time, Ctrl-C interrupts as usual."""
+    import signal
+
+    from tasks import stop
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.active() and not stop.requested():
+            stop.request_stop()
+            log.warning("stop requested: the open-ended shot ends after the frame in progress "
+                        "(Ctrl-C again to abort the render)")
+            return
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
 
 
 def read_only(cfg) -> int:

@@ -12,6 +12,13 @@ progress (with its own state file, still on disk) or the new one: never a count 
 frame, nor a frame without the state that continues after it. On resume, frames past the count
 are ignored and overwritten, frames within it are re-verified, and a state file that does not
 match its recorded hash means the shot starts over.
+
+`seed_from(source)` starts an empty work dir from another render of the same shot whose plan was
+a prefix of this one (a committed artefact or another work dir: both keep `progress.json` and
+their last state file): its frames and state are hard-linked (or copied), `progress.json` last,
+so a kill while seeding leaves a work dir that resumes at frame 0. `stop` (tasks/stop.py): asked
+after each commit; when it says so, `ShotStopped` is raised with the frame count, once the frame
+and its state are durable.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.core.crash import kill_point
-from engines.core.files import describe_file, sha256_file, write_bytes, write_json
+from engines.core.files import describe_file, link_or_copy, sha256_file, write_bytes, write_json
 
 
 def frame_name(index: int) -> str:
@@ -30,7 +37,7 @@ def frame_name(index: int) -> str:
 
 
 class DirectorySink:
-    def __init__(self, work: Path, *, on_commit: Any = None):
+    def __init__(self, work: Path, *, on_commit: Any = None, stop: Any = None):
         self.work = Path(work)
         (self.work / "frames").mkdir(parents=True, exist_ok=True)
         self.progress_path = self.work / "progress.json"
@@ -39,6 +46,7 @@ class DirectorySink:
         self.state_file: dict[str, Any] | None = None  # {"name", "sha256"} of the state in force
         self.seq = 0  # number of the next state file
         self.on_commit = on_commit
+        self.stop = stop  # () -> bool: end the shot after this commit (open-ended shots)
 
     def resume(self) -> tuple[int, dict[str, Any] | None]:
         try:
@@ -104,6 +112,10 @@ class DirectorySink:
         self._write_progress(state_file)
         if self.on_commit is not None:
             self.on_commit(index, record)
+        if self.stop is not None and self.stop():
+            from tasks.stop import ShotStopped
+
+            raise ShotStopped(len(self.files))
 
     def save_state(self, state: dict[str, Any]) -> None:
         """Make `state` the durable state without committing a frame (mid-chunk progress)."""
@@ -111,3 +123,26 @@ class DirectorySink:
         state_file = self._write_state(state)
         kill_point(f"state:{seq}")  # crash-test hook: the new state is on disk, not yet in force
         self._write_progress(state_file)
+
+    def seed_from(self, source: Path) -> int:
+        """Start this empty work dir from `source`'s committed frames and last state; returns
+        the frame count taken (0 if `source` holds nothing usable). The caller has checked that
+        `source` rendered the first frames of this shot (tasks/generate_frames.py)."""
+        try:
+            progress = json.loads((Path(source) / "progress.json").read_text())
+            files, records, state = progress["files"], progress["records"], progress["state"]
+            seq = int(progress.get("seq", 0))
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+        if not files or state is None:
+            return 0
+        try:
+            for i in range(len(files)):
+                link_or_copy(Path(source) / frame_name(i), self.work / frame_name(i))
+            link_or_copy(Path(source) / state["name"], self.work / state["name"])
+        except OSError:
+            return 0
+        kill_point("seed")  # crash-test hook: frames in place, no progress yet
+        write_json(self.progress_path, {"files": files, "records": records, "state": state,
+                                        "seq": seq})
+        return len(files)

@@ -31,8 +31,10 @@ def schedule_table(plans: Sequence[ShotPlan]) -> pd.DataFrame:
     rows = []
     for plan in plans:
         for f, fp in enumerate(plan.frames):
+            phrases = fp.story or (fp.prompts,)
             rows.append({"shot": plan.name, "frame": f,
-                         "prompts": " | ".join(f"{p.text}:{p.weight:.3f}" for p in fp.prompts),
+                         "prompts": " ^ ".join(" | ".join(f"{p.text}:{p.weight:.3f}" for p in ph)
+                                               for ph in phrases),
                          "zoom": fp.zoom, "angle": fp.angle,
                          "translation_x": fp.translation_x, "translation_y": fp.translation_y})
     return pd.DataFrame(rows)
@@ -43,7 +45,7 @@ def plan_timeline(*, film: Film, plans: tuple[ShotPlan, ...], speeds: tuple[Spee
                   runtime: Runtime) -> Artefact:
     """`plans`: every shot's plan, made once in pre-production (flows/pre_production.py)."""
     def build(work: Path) -> dict[str, Any]:
-        tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps)
+        tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps, film.fit_fps)
         write_json(work / "timeline.json", tl.as_dict())
         with atomic_path(work / "schedules.csv") as tmp:
             schedule_table(plans).to_csv(tmp, index=False)

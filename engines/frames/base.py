@@ -16,6 +16,13 @@ engines/frames/registry.py. It declares:
   tensors), `MEMORY_UNIT` (the setting auto_fit lowers, and its plural noun) and optionally
   `fit(...)`;
 - optionally `check(settings, plan, key)`: rules checked when the config is read;
+- optionally `depends_on_length(settings) -> str | None`: None when every frame depends only on
+  the plan up to it and the frames before it (a render of a plan's first k frames is then the
+  first k frames of a render of the whole plan: a longer render of a shot goes on from a shorter
+  one, tasks/generate_frames.py), else the reason it does not. An engine without it is never
+  continued that way (a diffusion engine denoising a chunk of frames together, for example);
+- optionally a `max_iterations` setting: -1 makes a shot open-ended (tasks/stop.py): it renders
+  until the user stops it, and the frames committed by then make the shot;
 - `render(settings, plan, models, sink, device)`: render the `ShotPlan` into the `FrameSink`,
   resuming from what the sink holds. `models` maps each kind to the loaded models of the entries
   it asked for, in order.

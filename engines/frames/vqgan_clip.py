@@ -32,6 +32,15 @@ mse(z, z_start), z_start = the start latent (evolve) or this frame's warped late
 for compatibility); "decay": the anchor term with weight falling linearly from init_weight at the
 first iteration of the shot to 0 at the last.
 
+Story phrases (a prompt line "a | b ^ c", FramePlan.story): with `story_every` N, iteration i
+uses phrase i // N (then holds the last, or with `story_after_last: loop` starts over, as
+nerdyrodent's -cpe). Cutouts (`cut_method`, `augments`): engines.guidance.clip_guide, Crowson's
+random cutouts or the notebook's pooled ones, promptreel's augmentation names or nerdyrodent's
+codes. Image prompts are embedded through the same cutouts of the image (clip_guide).
+`max_iterations: -1` makes the shot open-ended (tasks/stop.py): it renders until the user stops
+it; every frame depends only on the plan and the frames before it (`depends_on_length`), which
+is also what lets a longer render of a shot go on from a shorter one.
+
 Colour coherence: the first frame's LAB mean/std is kept; every later frame is matched to it
 (`engines.planning.motion.match_colour`) before it is committed and, in animate_2d, before it is warped
 into the next frame.
@@ -72,10 +81,16 @@ from pydantic import Field, field_validator
 
 from engines.core.errors import ConfigError
 from engines.frames.base import EngineSettings
-from engines.guidance.clip_guide import AUGMENTS, COMPILE_MODES, DEFAULT_AUGMENTS
+from engines.guidance.clip_guide import (
+    AUGMENTS,
+    COMPILE_MODES,
+    CUT_METHODS,
+    DEFAULT_AUGMENTS,
+    NERDY_AUGMENTS,
+)
 
 NAME = "vqgan_clip"
-CODE_VERSION = "2"  # bump when the frames for the same settings would change (2: channels_last)
+CODE_VERSION = "3"  # bump when the frames for the same settings would change (2: channels_last; 3: Deforum motion order, story phrases, image prompts through cutouts)
 log = logging.getLogger("promptreel")
 
 
@@ -96,11 +111,13 @@ class Settings(EngineSettings):
     optimiser: Literal["adam", "adamw", "sgd"] = "adam"  # sgd: momentum 0.9 (needs a larger lr)
     cutn: int = Field(32, gt=0)  # cutouts per perceptor per iteration
     cut_pow: float = Field(1.0, gt=0)  # cutout size exponent (>1: smaller cutouts)
-    augments: tuple[Literal[AUGMENTS], ...] = DEFAULT_AUGMENTS  # cutout augmentations
+    cut_method: Literal[CUT_METHODS] = "random"  # random crops (Crowson) or pooled whole image (notebook)
+    augments: tuple[Literal[AUGMENTS + NERDY_AUGMENTS], ...] = DEFAULT_AUGMENTS  # cutout augmentations
     init_weight: float = Field(0.0, ge=0)  # weight of the latent regulariser (0 = off)
     init_mode: Literal["anchor", "zero", "decay"] = "anchor"  # what init_weight pulls toward
     noise_prompts: tuple[str, ...] = ()  # "seed[:weight]" random-embedding prompts
     story_every: int | None = Field(None, gt=0)  # iterations per story phrase ("a ^ b"); null = off
+    story_after_last: Literal["hold", "loop"] = "hold"  # after the last phrase: hold it, or start over
     colour_coherence: bool = False  # match every frame's colour statistics to frame 0
     path: Literal["fast", "reference"] = "fast"  # perceptor path (clip_guide docstring)
     clip_weights: tuple[float, ...] = ()  # one weight per perceptor; () = 1/n each
@@ -108,6 +125,24 @@ class Settings(EngineSettings):
     compile: Literal[COMPILE_MODES] = "none"  # torch.compile mode of decoder and perceptor
     canvas_scale: float = Field(1.0, gt=0, le=1)  # internal canvas / output size (frames resized up)
     auto_fit: bool = False  # on CUDA, lower the above (engines/frames/memory.py) when it would not fit
+    max_iterations: int | None = None  # null: the shot's length; -1: open-ended (until Ctrl-C / make stop)
+
+    @field_validator("max_iterations")
+    @classmethod
+    def _max_iterations(cls, v: int | None) -> int | None:
+        if v is not None and v != -1:
+            raise ValueError("null (the shot's frames or seconds set its length) or -1 (render "
+                             "until stopped); for N iterations give the shot N / images_interval "
+                             "frames (evolve)")
+        return v
+
+    @field_validator("augments")
+    @classmethod
+    def _augments(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(n in AUGMENTS for n in v) and any(n in NERDY_AUGMENTS for n in v):
+            raise ValueError("promptreel's names or nerdyrodent's codes, not both (nerdyrodent's "
+                             "apply in the order given, promptreel's as one warp)")
+        return v
 
     @field_validator("noise_prompts")
     @classmethod
@@ -261,30 +296,22 @@ def _load_opt_state(opt: Any, z: Any, state: dict[str, Any]) -> None:
                     for k, v in state.items() if k.startswith("opt.")}
 
 
-def _active_prompts(prompts: tuple, iteration: int, every: int | None) -> tuple:
-    """The frame's prompts with story phrases ('a ^ b') resolved at this iteration."""
-    if every is None:
-        return prompts
-    from engines.planning.prompts import Prompt, story_index, story_phrases
+def _active_prompts(frame: Any, iteration: int, every: int | None, loop: bool = False) -> tuple:
+    """The frame's prompts at this iteration: with story phrases (`frame.story`, from a line
+    `"a | b ^ c"`) and `every` set, the phrase story_index picks; else `frame.prompts`."""
+    if every is None or not frame.story:
+        return frame.prompts
+    from engines.planning.prompts import story_index
 
-    out = []
-    for p in prompts:
-        phrases = story_phrases(p.text)
-        if len(phrases) > 1:
-            p = Prompt(phrases[story_index(iteration, every, len(phrases))], p.weight, p.stop)
-        out.append(p)
-    return tuple(out)
+    return frame.story[story_index(iteration, every, len(frame.story), loop=loop)]
 
 
-def _all_texts(plan: Any, every: int | None) -> list[str]:
+def _all_texts(plan: Any) -> list[str]:
     """Every text the shot's prompts can resolve to (story phrases included), once each."""
-    from engines.planning.prompts import story_phrases
-
     texts: dict[str, None] = {}
     for frame in plan.frames:
-        for p in frame.prompts:
-            phrases = story_phrases(p.text) if every is not None else ()
-            texts.update(dict.fromkeys(phrases if len(phrases) > 1 else (p.text,)))
+        for phrase in (frame.story or (frame.prompts,)):
+            texts.update(dict.fromkeys(p.text for p in phrase))
     return list(texts)
 
 
@@ -320,9 +347,10 @@ class _Run:
         self.generator = torch.Generator().manual_seed(int(plan.seed))
         self.guide = Guide(list(zip(perceptors, weights, strict=True)), s.cutn, s.cut_pow,
                            s.augments, self.generator, s.path, self.device,
-                           compile_mode=s.compile)
+                           compile_mode=s.compile, frame_size=(self.cw, self.ch),
+                           cut_method=s.cut_method)
         self.noise = s.noise_prompt_pairs()
-        self.guide.prepare(_all_texts(plan, s.story_every), plan.image_prompts, self.noise)
+        self.guide.prepare(_all_texts(plan), plan.image_prompts, self.noise)
         steps = (s.first_frame_steps or s.steps_per_frame) + (plan.n_frames - 1) * s.steps_per_frame
         self.total_iters = plan.n_frames * s.images_interval if s.mode == "evolve" else steps
         self.iteration, self.colour_ref, self.last = 0, None, None
@@ -336,13 +364,14 @@ class _Run:
             return self.vq.encode(img)
         return self.vq.random(self.ch, self.cw, self.generator, self.device)
 
-    def step(self, z: Any, opt: Any, prompts: tuple, anchor: Any) -> None:
-        """One iteration; the losses stay on the device until `commit` reads them."""
+    def step(self, z: Any, opt: Any, frame: Any, anchor: Any) -> None:
+        """One iteration toward the prompts of `frame` (a FramePlan); the losses stay on the
+        device until `commit` reads them."""
         import torch
         import torch.nn.functional as F
 
         s, it = self.s, self.iteration
-        active = _active_prompts(prompts, it, s.story_every)
+        active = _active_prompts(frame, it, s.story_every, s.story_after_last == "loop")
         self.guide.set_prompts(active, self.plan.image_prompts, self.noise)
         opt.zero_grad(set_to_none=True)
         loss, per = self.guide.loss(self.vq.synth(z), it)
@@ -431,7 +460,7 @@ def _evolve(run: _Run, start: int, state: dict[str, Any] | None) -> None:
         _load_opt_state(opt, z, state)
     for index in range(start, plan.n_frames):
         for _ in range(s.images_interval):
-            run.step(z, opt, plan.frames[index].prompts, anchor)
+            run.step(z, opt, plan.frames[index], anchor)
         with torch.no_grad():
             image = run.colour(run.vq.synth(z))
         run.commit(image, index, {"z": z.detach().cpu().clone(),
@@ -454,15 +483,31 @@ def _animate(run: _Run, start: int, state: dict[str, Any] | None) -> None:
             anchor, steps = run.start_latent(), s.first_frame_steps or s.steps_per_frame
         else:
             moved = warp(prev, fp.zoom, fp.angle, fp.translation_x * run.cw / plan.width,
-                         fp.translation_y * run.ch / plan.height)
+                         fp.translation_y * run.ch / plan.height, border=plan.border)
             anchor, steps = run.vq.encode(moved), s.steps_per_frame
         z = anchor.clone().requires_grad_(True)
         opt = _optimiser(s.optimiser, z, s.lr)
         for _ in range(steps):
-            run.step(z, opt, fp.prompts, anchor)
+            run.step(z, opt, fp, anchor)
         with torch.no_grad():
             prev = run.colour(run.vq.synth(z))
         run.commit(prev, index, {"prev": prev.detach().cpu().clone()})
+
+
+def depends_on_length(settings: Settings) -> str | None:
+    """Why a frame depends on more than the plan up to it and the frames before it (then a
+    longer render of the shot cannot go on from a shorter one), or None."""
+    if settings.init_weight and settings.init_mode == "decay":
+        return "init_mode decay spreads init_weight over the whole shot"
+    return None
+
+
+def check(settings: Settings, plan: Any, key: str) -> None:
+    """Rules checked when the config is read: an open-ended shot has no known length."""
+    if settings.max_iterations == -1 and settings.init_weight and settings.init_mode == "decay":
+        raise ConfigError("engine.init_mode", "decay", "anchor or zero with max_iterations -1",
+                          f"{key} is open-ended; decay spreads init_weight over the shot's "
+                          "length, which an open-ended shot does not have")
 
 
 def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:
@@ -504,7 +549,7 @@ def memory_step(settings: Settings, width: int, height: int, meta: dict, device:
         anchor = run.start_latent()
         z = anchor.clone().requires_grad_(True)
         opt = _optimiser(settings.optimiser, z, settings.lr)
-        run.step(z, opt, plan.frames[0].prompts, anchor)
+        run.step(z, opt, plan.frames[0], anchor)
 
 
 def fit(tracer: Any, settings: Settings, width: int, height: int,

@@ -2,7 +2,8 @@
 
 Public API (stable; tensors are float32, images RGB in 0..1, shape [N, 3, H, W]):
 - `Guide(perceptors, cutn=32, cut_pow=1.0, augments=DEFAULT_AUGMENTS, generator=None,
-  path="fast", device="cpu", *, noise_fac=0.1, alternate=False, compile_mode="none")`:
+  path="fast", device="cpu", *, noise_fac=0.1, alternate=False, compile_mode="none",
+  frame_size=None)`:
   `perceptors` is a list of (Perceptor, weight). `.set_prompts(prompts, image_prompts=(),
   noise_prompts=())` sets the targets (text embeddings cached by text, so calling it every
   iteration is cheap); `.prepare(texts, image_prompts, noise_prompts)` embeds targets ahead of a
@@ -23,6 +24,16 @@ Public API (stable; tensors are float32, images RGB in 0..1, shape [N, 3, H, W])
 - `clamp_with_grad(x, lo, hi)`, `replace_grad(fake, real)`: straight-through helpers.
 - `load_image(path, size=None, device="cpu")`: an image file as [1, 3, H, W] in 0..1, resized
   (Lanczos, stretched) to `size` = (width, height) if given.
+- `area_fit(image_size, frame_size)`: the notebook's `resize_image` size: the image's aspect
+  ratio, with the area of the frame (never more than its own).
+
+Image prompts (the VQGAN+CLIP notebook's way): the target image is resized to `area_fit` of the
+frame (`frame_size`; its own size when none is given), cut into the same `cutn` augmented
+cutouts as the frame (the perceptor's `Cutouts`, from a generator of its own seeded from the
+Guide's, so the frame's random sequence is untouched and every render embeds the image the same
+way), and every cutout is embedded: the target is [cutn, d], and the prompt's distance is the
+mean over every pair (frame cutout, image cutout). A 16:9 image keeps its sides (a centre crop,
+CLIP's own preprocessing, would drop them).
 
 Prompt loss (Crowson's VQGAN-CLIP notebook): for a prompt of weight w and stop s, with d the
 distances of every cutout embedding to the target embedding(s), the term is
@@ -39,7 +50,12 @@ favours small cutouts (detail), < 1 large ones (composition). Then the augmentat
 "resized_crop" p 1: a window of 70-100 % of the area, aspect 3/4..4/3) are composed into one
 homography per cutout and applied with a single `grid_sample` (border padding);
 "color_jitter" (p 0.7: hue +-0.05 turn, saturation x0.9..1.1) uses kornia.enhance; "noise"
-adds Gaussian noise of std U(0, noise_fac) per cutout.
+adds Gaussian noise of std U(0, noise_fac) per cutout. nerdyrodent's `-aug` codes
+(`NERDY_AUGMENTS`: Ji Sh Gn Pe Ro Af Et Ts Cr Er Re) instead apply its kornia augmentations with
+its parameters, in the order given, then its cutout noise (`nerdy_module`); the two sets of
+names are not mixed. `cut_method="pooling"`: every cutout is the whole image pooled to the
+perceptor's input, (adaptive average pool + adaptive max pool) / 2 (the notebook's and
+nerdyrodent's `latest` cutouts; `cut_pow` unused), made different by the augmentations.
 
 Randomness: window sizes and offsets come from `generator` (a CPU torch.Generator: Python ints,
 no device round trip); augmentation parameters and noise from a device generator seeded from it
@@ -73,6 +89,11 @@ from typing import Any
 from engines.core.errors import ConfigError, PromptreelError
 
 AUGMENTS = ("flip", "affine", "perspective", "color_jitter", "resized_crop", "noise")
+# nerdyrodent's generate.py `-aug` names: kornia augmentations with its parameters, applied in
+# the order given (NERDY_AUGMENTS), plus its cutout noise (noise_fac) after them
+NERDY_AUGMENTS = ("Ji", "Sh", "Gn", "Pe", "Ro", "Af", "Et", "Ts", "Cr", "Er", "Re")
+NERDY_DEFAULT = ("Af", "Pe", "Ji", "Er")  # nerdyrodent's default -aug
+CUT_METHODS = ("random", "pooling")
 DEFAULT_AUGMENTS = ("flip", "affine", "perspective", "color_jitter", "noise")
 PATHS = ("fast", "reference")
 GEOMETRIC = ("flip", "affine", "perspective", "resized_crop")
@@ -124,12 +145,42 @@ def _encode_image(model: Any, x: Any) -> Any:
 
 
 def check_augments(augments: Sequence[str], key: str = "augments") -> tuple[str, ...]:
-    """The augment names as a tuple; ConfigError naming `key` for an unknown one."""
+    """The augment names as a tuple; ConfigError naming `key` for an unknown one, or for a mix of
+    promptreel's names and nerdyrodent's codes (their orders differ: no single meaning)."""
     out = tuple(augments)
     for name in out:
-        if name not in AUGMENTS:
-            raise ConfigError(key, name, ", ".join(AUGMENTS))
+        if name not in AUGMENTS and name not in NERDY_AUGMENTS:
+            raise ConfigError(key, name, f"{', '.join(AUGMENTS)}, or nerdyrodent's "
+                              f"{', '.join(NERDY_AUGMENTS)}")
+    if any(n in AUGMENTS for n in out) and any(n in NERDY_AUGMENTS for n in out):
+        raise ConfigError(key, list(out), "promptreel's names or nerdyrodent's codes, not both",
+                          "nerdyrodent's apply in the order given, promptreel's as one warp")
     return out
+
+
+def nerdy_module(name: str, cut_size: int) -> Any:
+    """nerdyrodent's kornia augmentation for a `-aug` code, with its parameters
+    (github.com/nerdyrodent/VQGAN-CLIP, generate.py, MakeCutouts)."""
+    import kornia.augmentation as K
+
+    s = cut_size
+    return {
+        "Ji": lambda: K.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.1, p=0.7),
+        "Sh": lambda: K.RandomSharpness(sharpness=0.3, p=0.5),
+        "Gn": lambda: K.RandomGaussianNoise(mean=0.0, std=1.0, p=0.5),
+        "Pe": lambda: K.RandomPerspective(distortion_scale=0.7, p=0.7),
+        "Ro": lambda: K.RandomRotation(degrees=15, p=0.7),
+        "Af": lambda: K.RandomAffine(degrees=15, translate=0.1, shear=5, p=0.7,
+                                     padding_mode="zeros", keepdim=True),
+        "Et": lambda: K.RandomElasticTransform(p=0.7),
+        "Ts": lambda: K.RandomThinPlateSpline(scale=0.8, same_on_batch=True, p=0.7),
+        "Cr": lambda: K.RandomCrop(size=(s, s), pad_if_needed=True, padding_mode="reflect",
+                                   p=0.5),
+        "Er": lambda: K.RandomErasing(scale=(0.1, 0.4), ratio=(0.3, 1 / 0.3), same_on_batch=True,
+                                      p=0.7),
+        "Re": lambda: K.RandomResizedCrop(size=(s, s), scale=(0.1, 1), ratio=(0.75, 1.333),
+                                          cropping_mode="resample", p=0.5),
+    }[name]()
 
 
 @lru_cache(maxsize=1)
@@ -208,6 +259,27 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, device: An
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).unsqueeze(0).to(device)
 
 
+def area_fit(image_size: tuple[int, int], frame_size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) with the image's aspect ratio and the area min(image, frame): the
+    VQGAN+CLIP notebook's `resize_image(image, (sideX, sideY))` for image prompts."""
+    w, h = image_size
+    ratio = w / h
+    area = min(w * h, frame_size[0] * frame_size[1])
+    return max(1, round(math.sqrt(area * ratio))), max(1, round(math.sqrt(area / ratio)))
+
+
+def image_size_of(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (OSError, ValueError) as exc:
+        raise PromptreelError(f"cannot read image {str(path)!r}: {exc}; give the path of a PNG "
+                              "or JPEG file that exists") from None
+
+
 def _device(perceptor: Any) -> Any:
     return next(perceptor.model.parameters()).device
 
@@ -276,16 +348,24 @@ def _mat(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any = None, h: Any =
 
 
 class Cutouts:
-    """Random square crops of an image, resized to `cut_size` and augmented (module docstring)."""
+    """Random square crops of an image, resized to `cut_size` and augmented (module docstring);
+    `method="pooling"`: every cutout is the whole image pooled to cut_size (the notebook's)."""
 
     def __init__(self, cut_size: int, cutn: int, cut_pow: float = 1.0,
-                 augments: Sequence[str] = DEFAULT_AUGMENTS, noise_fac: float = 0.1):
+                 augments: Sequence[str] = DEFAULT_AUGMENTS, noise_fac: float = 0.1,
+                 method: str = "random"):
         if cutn < 1 or cut_size < 1 or cut_pow <= 0:
             raise ValueError(f"need cutn >= 1, cut_size >= 1, cut_pow > 0; got {cutn}, "
                              f"{cut_size}, {cut_pow}")
+        if method not in CUT_METHODS:
+            raise ConfigError("cut_method", method, ", ".join(CUT_METHODS))
         self.cut_size, self.cutn, self.cut_pow = int(cut_size), int(cutn), float(cut_pow)
-        self.augments = frozenset(check_augments(augments))
+        self.method = method
+        names = check_augments(augments)
+        self.nerdy = tuple(n for n in names if n in NERDY_AUGMENTS)
+        self.augments = frozenset(n for n in names if n in AUGMENTS)
         self.noise_fac = float(noise_fac)
+        self._nerdy_seq: Any = None
 
     def windows(self, height: int, width: int, generator: Any) -> list[tuple[int, int, int]]:
         """(size, top, left) of each cutout, drawn from the CPU `generator`."""
@@ -307,14 +387,20 @@ class Cutouts:
         import torch.nn.functional as F
 
         s = self.cut_size
-        crops = []
-        for size, top, left in self.windows(image.shape[2], image.shape[3], generator):
-            crop = image[:, :, top:top + size, left:left + size]
-            if size != s:
-                crop = F.interpolate(crop, (s, s), mode="bilinear", antialias=True,
-                                     align_corners=False)
-            crops.append(crop)
-        batch = torch.cat(crops)
+        if self.method == "pooling":  # the notebook's pooled cutouts: (avg + max pool) / 2
+            pooled = (F.adaptive_avg_pool2d(image, s) + F.adaptive_max_pool2d(image, s)) / 2
+            batch = pooled.expand(self.cutn, -1, -1, -1).contiguous()
+        else:
+            crops = []
+            for size, top, left in self.windows(image.shape[2], image.shape[3], generator):
+                crop = image[:, :, top:top + size, left:left + size]
+                if size != s:
+                    crop = F.interpolate(crop, (s, s), mode="bilinear", antialias=True,
+                                         align_corners=False)
+                crops.append(crop)
+            batch = torch.cat(crops)
+        if self.nerdy:
+            return self._nerdyrodent(batch, generator, device_generator)
         r = torch.rand(self.cutn, 16, generator=device_generator, device=image.device,
                        dtype=batch.dtype)
         if self.augments & set(GEOMETRIC):
@@ -332,6 +418,28 @@ class Cutouts:
             noise = torch.randn(batch.shape, generator=device_generator, device=batch.device,
                                 dtype=batch.dtype)
             batch = batch + facs * noise
+        return batch
+
+    def _nerdyrodent(self, batch: Any, generator: Any, device_generator: Any) -> Any:
+        """nerdyrodent's kornia chain in its order, then its cutout noise. kornia draws from
+        torch's global generators: they run forked, seeded from `generator`, so the draws are
+        the shot's own and resume exactly (on CUDA kornia's parameter sampling may wait for the
+        GPU: promptreel's own names do not)."""
+        import torch
+
+        if self._nerdy_seq is None:
+            self._nerdy_seq = torch.nn.Sequential(*(nerdy_module(n, self.cut_size)
+                                                    for n in self.nerdy))
+        seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
+        devices = [batch.device] if batch.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            batch = self._nerdy_seq.to(batch.device)(batch)
+        if self.noise_fac:
+            facs = torch.rand(self.cutn, 1, 1, 1, generator=device_generator,
+                              device=batch.device, dtype=batch.dtype) * self.noise_fac
+            batch = batch + facs * torch.randn(batch.shape, generator=device_generator,
+                                               device=batch.device, dtype=batch.dtype)
         return batch
 
     def _geometric(self, batch: Any, r: Any) -> Any:
@@ -385,7 +493,8 @@ class Guide:
     def __init__(self, perceptors: Sequence[tuple[Any, float]], cutn: int = 32,
                  cut_pow: float = 1.0, augments: Sequence[str] = DEFAULT_AUGMENTS,
                  generator: Any = None, path: str = "fast", device: Any = "cpu", *,
-                 noise_fac: float = 0.1, alternate: bool = False, compile_mode: str = "none"):
+                 noise_fac: float = 0.1, alternate: bool = False, compile_mode: str = "none",
+                 frame_size: tuple[int, int] | None = None, cut_method: str = "random"):
         import torch
 
         if not perceptors:
@@ -395,7 +504,7 @@ class Guide:
         if generator is None:
             raise ValueError("Guide needs a torch.Generator (CPU) derived from the shot seed")
         self.entries = [(p, float(w)) for p, w in perceptors]
-        self.cutouts = [Cutouts(p.image_size, cutn, cut_pow, augments, noise_fac)
+        self.cutouts = [Cutouts(p.image_size, cutn, cut_pow, augments, noise_fac, cut_method)
                         for p, _ in self.entries]
         self.path, self.device, self.alternate = path, torch.device(device), alternate
         self.encode_image = compiled(_encode_image, compile_mode if path == "fast" else "none")
@@ -403,6 +512,9 @@ class Guide:
         seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
         gen_device = "cpu" if self.device.type == "meta" else self.device
         self.device_generator = torch.Generator(device=gen_device).manual_seed(seed)
+        self._image_seed = (seed + 1) % 2 ** 62  # image-prompt cutouts: a stream of their own
+        self._gen_device = gen_device
+        self.frame_size = frame_size
         self._stats = [_norm_stats(p, self.device) for p, _ in self.entries]
         self._cache: dict[tuple[int, str, str], Any] = {}
         self._targets: list[list[tuple[str, Any, float, float]]] = [[] for _ in self.entries]
@@ -425,6 +537,29 @@ class Guide:
         if key not in self._cache:
             self._cache[key] = make(self.entries[pi][0]).to(self.device)
         return self._cache[key]
+
+    def image_embedding(self, pi: int, src: Any) -> Any:
+        """[cutn, d] embeddings of an image prompt's cutouts (module docstring); `src` a path or
+        an image tensor [1, 3, H, W] in 0..1."""
+        import torch
+        import torch.nn.functional as F
+
+        if isinstance(src, str | Path):
+            size = image_size_of(src)
+            img = load_image(src, area_fit(size, self.frame_size or size))
+        else:
+            img = src
+            h, w = img.shape[-2:]
+            fit = area_fit((w, h), self.frame_size or (w, h))
+            if fit != (w, h):
+                img = F.interpolate(img.float(), (fit[1], fit[0]), mode="bicubic",
+                                    antialias=True, align_corners=False).clamp(0, 1)
+        generator = torch.Generator().manual_seed(self._image_seed)
+        device_generator = torch.Generator(device=self._gen_device).manual_seed(self._image_seed)
+        with torch.no_grad():
+            cuts = self.cutouts[pi](img.to(self.device, torch.float32), generator,
+                                    device_generator)
+            return self._encode(pi, cuts).float()
 
     def prepare(self, texts: Sequence[str] = (), image_prompts: Sequence[tuple] = (),
                 noise_prompts: Sequence[tuple[int, float]] = ()) -> None:
@@ -461,8 +596,8 @@ class Guide:
                 targets.append((p.text, emb, float(p.weight), float(p.stop)))
             for src, weight, stop in image_prompts:
                 ident = str(src) if isinstance(src, str | Path) else f"tensor{id(src)}"
-                emb = self._embedding(pi, "image", ident, lambda perc, s=src: embed_images(
-                    perc, load_image(s) if isinstance(s, str | Path) else s))
+                emb = self._embedding(pi, "image", ident,
+                                      lambda _perc, s=src, i=pi: self.image_embedding(i, s))
                 targets.append((f"image:{ident}", emb, float(weight), float(stop)))
             for seed, weight in noise_prompts:
                 emb = self._embedding(pi, "noise", str(int(seed)),
@@ -504,7 +639,7 @@ class Guide:
             cuts = self.cutouts[pi](image, self.generator, self.device_generator)
             emb = F.normalize(self._encode(pi, cuts), dim=-1).unsqueeze(1)  # [cutn, 1, d]
             for key, target, weight, stop in self._targets[pi]:
-                dists = spherical_dist_loss(emb, target.unsqueeze(0))  # [cutn, k]
+                dists = spherical_dist_loss(emb, target.unsqueeze(0))  # [cutn, targets' rows]
                 dists = dists if weight >= 0 else -dists
                 if stop != -math.inf:
                     dists = replace_grad(dists, torch.clamp(dists, min=stop))

@@ -16,7 +16,10 @@ norm (instance | batch) and dropout are read from the state dict itself, so a 6-
 generator of any width loads. Files are read without running pickled code
 (`engines.models.safe_ckpt`: torch's weights_only unpickler) or as `.safetensors`.
 
-Images: uint8 RGB in, mapped to -1..1 (x / 127.5 - 1), tanh output mapped back and rounded.
+Images: uint8 RGB in, mapped to -1..1 (x / 127.5 - 1, the public code's training range), or,
+with `input_range="0..1"`, to 0..1 (x / 255: what the 001 paper's authors feed their generator at
+inference, the optimised pixels as they are; their text2video.py); the tanh output is mapped
+back from -1..1 either way and rounded.
 Sizes: the two stride-2 stages need multiples of 4 (and the reflection padding at 1/4 size at
 least 8 pixels); a frame is reflection-padded on the right and bottom to the next multiple of 4
 (at least 8; replicate padding where the frame is too small to reflect) and cropped back, so the
@@ -196,13 +199,18 @@ def build_generated(entry: Any, out_dir: Path) -> None:
 
 
 # ------------------------------------------------------------------------- inference
-def _run_batch(frames: list[np.ndarray], model: Any, device: Any) -> list[np.ndarray]:
+INPUT_RANGES = ("-1..1", "0..1")
+
+
+def _run_batch(frames: list[np.ndarray], model: Any, device: Any,
+               input_range: str = "-1..1") -> list[np.ndarray]:
     """Refine same-size uint8 frames [H, W, 3] in one forward pass."""
     import torch
     import torch.nn.functional as F
 
     h, w = frames[0].shape[:2]
-    x = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = torch.from_numpy(np.stack(frames)).to(device).permute(0, 3, 1, 2).float()
+    x = x / 255 if input_range == "0..1" else x / 127.5 - 1
     ph, pw = max(8, h + -h % 4) - h, max(8, w + -w % 4) - w
     if ph or pw:
         mode = "reflect" if ph < h and pw < w else "replicate"
@@ -229,17 +237,20 @@ def _batches(frames: Iterable[np.ndarray], batch: int) -> Iterator[list[np.ndarr
 
 
 def refine(frames: np.ndarray | Iterable[np.ndarray], model: Any, device: Any = "cpu",
-           batch: int = 4) -> np.ndarray | Iterator[np.ndarray]:
-    """Run the generator on uint8 RGB frames, keeping each frame's size.
+           batch: int = 4, input_range: str = "-1..1") -> np.ndarray | Iterator[np.ndarray]:
+    """Run the generator on uint8 RGB frames, keeping each frame's size. `input_range`: what
+    the frames are mapped to before the generator (module docstring).
 
     frames: an array [N, H, W, 3] (returns an array of the same shape) or an iterable of
     [H, W, 3] arrays (returns an iterator, frames processed `batch` at a time as they come).
     """
     if batch < 1:
         raise ConfigError("refine.batch", batch, "a whole number >= 1")
+    if input_range not in INPUT_RANGES:
+        raise ConfigError("refine.input_range", input_range, " or ".join(INPUT_RANGES))
     if isinstance(frames, np.ndarray):
         if frames.ndim != 4:
             raise ValueError(f"frames must be [N, H, W, 3], got shape {frames.shape}")
-        out = [y for g in _batches(frames, batch) for y in _run_batch(g, model, device)]
+        out = [y for g in _batches(frames, batch) for y in _run_batch(g, model, device, input_range)]
         return np.stack(out) if out else frames.copy()
-    return (y for g in _batches(frames, batch) for y in _run_batch(g, model, device))
+    return (y for g in _batches(frames, batch) for y in _run_batch(g, model, device, input_range))

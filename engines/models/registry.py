@@ -55,6 +55,17 @@ class RemoteFile(Frozen):
     size: int | None = Field(None, gt=0)  # exact size in bytes, checked; None = unknown
     approx_size: int | None = Field(None, gt=0)  # bytes as published (rounded), checked to 10%
     sha256: str | None = None  # lowercase hex digest, checked; None = unknown
+    mirrors: tuple[str, ...] = ()  # other URLs of the same file, tried in order when `url` fails
+    optional: bool = False  # the model loads without it (a companion file): a failed download
+    # is logged, not an error
+
+    @field_validator("mirrors")
+    @classmethod
+    def _mirrors(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for url in v:
+            if not re.match(r"^https?://", url):
+                raise ValueError("http:// or https:// URLs")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -94,6 +105,8 @@ class ModelEntry(Frozen):
     arch: dict[str, Any] = Field(default_factory=dict)  # open_clip: model + pretrained; generated
     seed: int = Field(0, ge=0)  # torch seed of a generated model's random weights
     notes: str = ""
+    config: str | None = None  # source local: path of the model's taming yaml (vqgan=local)
+    checkpoint: str | None = None  # source local: path of its Lightning checkpoint
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
@@ -113,11 +126,23 @@ class ModelEntry(Frozen):
                 raise ValueError("source hub: revision must be the pinned commit, 40 hex digits")
             if not self.allow_patterns or self.files:
                 raise ValueError("source hub: list allow_patterns (the files it needs), no files")
-        if (self.source == "local") != (self.path is not None):
-            raise ValueError("source local needs path (a folder on disk), and only it has one")
+        if self.path is not None and not (self.source == "local" and self.kind == "diffusers"):
+            raise ValueError("path is a local diffusers pipeline folder's, and only theirs")
         if self.source == "dead" and not self.notes:
             raise ValueError("source dead: say in notes what happened and what to use instead")
-        if self.kind == "vqgan" and self.loader not in VQGAN_LOADERS:
+        if self.source == "local" and self.kind == "diffusers":
+            if self.path is None or self.files:
+                raise ValueError("source local diffusers: a pipeline folder (path), no files")
+        elif self.source == "local":
+            if self.kind != "vqgan" or self.files:
+                raise ValueError("source local: a vqgan whose config and checkpoint are paths "
+                                 "(files empty)")
+            # the paths are given with vqgan=local and checked when the config is read
+            # (flows/config.py, engines/models/taming.py local_entry)
+        elif self.config is not None or self.checkpoint is not None:
+            raise ValueError("config and checkpoint are paths of a source local entry only")
+        if self.kind == "vqgan" and self.loader not in VQGAN_LOADERS and not (
+                self.source == "local" and self.loader is None):
             raise ValueError(f"kind vqgan: loader must be one of {', '.join(VQGAN_LOADERS)}")
         if len({f.name for f in self.files}) != len(self.files):
             raise ValueError("files: two files with the same name")
@@ -197,5 +222,8 @@ class Prepared:
     entry: ModelEntry
     folder: str
 
-    def cache_identity(self) -> ModelEntry:
+    def cache_identity(self) -> Any:
+        if self.entry.source == "local" and self.entry.kind == "vqgan":  # content, no paths
+            return {"entry": self.entry.model_copy(update={"config": None, "checkpoint": None}),
+                    "content": Path(self.folder).name}
         return self.entry

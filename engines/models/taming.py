@@ -136,6 +136,32 @@ def parse_vq_config(text: str, loader: str, where: str = CONFIG_FILE) -> dict[st
     return clean_params(params, target, where)
 
 
+def local_entry(entry: Any, key: str = "vqgan") -> Any:
+    """A `source: local` entry (vqgan=local) checked when the config is read: both files exist,
+    the yaml is a taming config whose target gives the loader (VQModel, GumbelVQ or
+    Net2NetTransformer). Returns the entry with its loader set."""
+    paths = {k: Path(str(getattr(entry, k))).expanduser() for k in ("config", "checkpoint")}
+    for k, path in paths.items():
+        if not path.is_file():
+            raise ConfigError(f"{key}.{k}", getattr(entry, k), "an existing file",
+                              f"not found: {path.resolve()}")
+    try:
+        raw = yaml.safe_load(paths["config"].read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{key}.config", entry.config, "a taming model yaml",
+                          f"unreadable: {' '.join(str(exc).split())[:200]}") from None
+    model = raw.get("model") if isinstance(raw, dict) else None
+    target = TARGETS.get(model.get("target")) if isinstance(model, dict) else None
+    if target is None:
+        raise ConfigError(f"{key}.config", entry.config, "a taming model yaml whose model.target "
+                          f"is one of {', '.join(TARGETS)}")
+    if entry.loader not in (None, target):
+        raise ConfigError(f"{key}.loader", entry.loader, f"{target} (the yaml's model.target), "
+                          "or null")
+    parse_vq_config(paths["config"].read_text(), target, str(paths["config"]))
+    return entry.model_copy(update={"loader": target})
+
+
 def published_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The taming `model.yaml` layout for a cleaned config (what the published files contain)."""
     params: dict[str, Any] = {"embed_dim": cfg["embed_dim"], "n_embed": cfg["n_embed"],

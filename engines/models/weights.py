@@ -107,10 +107,12 @@ def ensure_files(entry: ModelEntry, models_dir: Path, *, download: bool = True) 
                 and not p.name.startswith(".") and p.name != GENERATED_MANIFEST}
     if entry.source == "hub":
         return fetch_hub(entry, model_dir(entry, models_dir), download=download)
-    if entry.source == "local":
+    if entry.source == "local" and entry.path is not None:  # a diffusers folder on disk
         folder = model_dir(entry, models_dir)
         return {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
                 if p.is_file()}
+    if entry.source == "local":
+        return local_files(entry, models_dir)
     folder = model_dir(entry, models_dir)
     paths = {}
     for f in entry.files:
@@ -121,9 +123,18 @@ def ensure_files(entry: ModelEntry, models_dir: Path, *, download: bool = True) 
                 why = f"its host is dead and no replacement is known ({problem})"
                 raise MissingWeightsError(missing_message(entry, f, dest, why))
             if not download:
+                if f.optional:
+                    continue
                 why = f"{problem}; downloads are off (runtime.download=false)"
                 raise MissingWeightsError(missing_message(entry, f, dest, why))
-            fetch(entry, f, dest)
+            try:
+                fetch(entry, f, dest)
+            except MissingWeightsError as exc:
+                if not f.optional:
+                    raise
+                log.warning("%s: optional file %s not fetched; loading without it (%s)",
+                            entry.name, f.name, str(exc).splitlines()[-2].strip())
+                continue
         paths[f.name] = dest
     return paths
 
@@ -203,7 +214,7 @@ def missing_files(entries: list[ModelEntry] | tuple[ModelEntry, ...], models_dir
     (generated entries are built on first use and never a problem)."""
     problems = []
     for entry in entries:
-        if entry.source in ("generated", "local"):
+        if entry.source == "generated" or entry.path is not None:
             continue
         if entry.source == "hub":
             folder = model_dir(entry, models_dir)
@@ -211,14 +222,68 @@ def missing_files(entries: list[ModelEntry] | tuple[ModelEntry, ...], models_dir
                 problems.append(f"{entry.kind} {entry.name}: {entry.repo}@{entry.revision} not "
                                 f"downloaded to {folder}")
             continue
+        if entry.source == "local":
+            problems += [f"{entry.kind} {entry.name}: {k} {getattr(entry, k)} is missing"
+                         for k in ("config", "checkpoint")
+                         if not Path(str(getattr(entry, k))).expanduser().is_file()]
+            continue
         for f in entry.files:
             dest = model_dir(entry, models_dir) / f.name
             problem = check_file(dest, f, hash_it=False)
-            if problem is None:
+            if problem is None or f.optional:
                 continue
             where = f"download {f.url}" if f.url and entry.source != "dead" else "host dead"
             problems.append(f"{entry.kind} {entry.name}: {f.name} {problem} at {dest} ({where})")
     return problems
+
+
+# --- a model's own files by path (vqgan=local) ---------------------------------------------
+
+def _memo_sha(path: Path, memo_dir: Path) -> str:
+    """sha256 of a user's file, remembered by (path, size, mtime) under `memo_dir`."""
+    st = path.stat()
+    memo = memo_dir / f"{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]}.json"
+    try:
+        rec = json.loads(memo.read_text())
+        if (rec["size"], rec["mtime_ns"]) == (st.st_size, st.st_mtime_ns):
+            return rec["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = sha256_file(path)
+    memo_dir.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"path": str(path), "size": st.st_size,
+                                "mtime_ns": st.st_mtime_ns, "sha256": digest}))
+    return digest
+
+
+def local_folder(entry: ModelEntry, models_dir: Path) -> Path:
+    """`<models_dir>/vqgan/local-<digest>/`: the folder of a local pair, named by the sha256 of
+    both files' contents (so a key names the content, never the paths)."""
+    memo = Path(models_dir) / entry.kind / ".local-hashes"
+    paths = [Path(str(getattr(entry, k))).expanduser() for k in ("config", "checkpoint")]
+    for key, path in zip(("config", "checkpoint"), paths, strict=True):
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_KEYS[entry.kind]}.{key}", str(path), "an existing file",
+                              "the path of your model's yaml (config) and checkpoint")
+    digest = hashlib.sha256("".join(_memo_sha(p, memo) for p in paths).encode()).hexdigest()
+    return Path(models_dir) / entry.kind / f"local-{digest[:16]}"
+
+
+def local_files(entry: ModelEntry, models_dir: Path) -> dict[str, Path]:
+    """A local yaml/ckpt pair linked (or copied) into its content-named folder under the
+    published names, so the format module loads it like a downloaded model."""
+    from engines.core.files import link_or_copy
+    from engines.models.taming import CKPT_FILE, CONFIG_FILE
+
+    folder = local_folder(entry, models_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for key, name in (("config", CONFIG_FILE), ("checkpoint", CKPT_FILE)):
+        src, dest = Path(str(getattr(entry, key))).expanduser(), folder / name
+        if not dest.is_file() or dest.stat().st_size != src.stat().st_size:
+            link_or_copy(src, dest)
+        out[name] = dest
+    return out
 
 
 # --- downloads -------------------------------------------------------------------------------
@@ -228,6 +293,22 @@ class VerificationError(MissingWeightsError):
 
 
 def fetch(entry: ModelEntry, f: RemoteFile, dest: Path) -> Path:
+    """Download `f` from its URL, then its mirrors in order until one succeeds (the message of
+    the last failure otherwise); see `fetch_from`."""
+    urls = [f.url, *f.mirrors]
+    for i, url in enumerate(urls):
+        try:
+            return fetch_from(entry, f.model_copy(update={"url": url}), dest)
+        except VerificationError:
+            raise  # the wrong file: another host would not be more trustworthy
+        except MissingWeightsError:
+            if i == len(urls) - 1:
+                raise
+            log.warning("%s: %s failed; trying the mirror %s", entry.name, url, urls[i + 1])
+    raise AssertionError("unreachable")
+
+
+def fetch_from(entry: ModelEntry, f: RemoteFile, dest: Path) -> Path:
     """Download `f` to `dest` (resuming `<dest>.part`), verify it and move it into place.
     Any network or HTTP failure becomes a MissingWeightsError; a partial download is kept for the
     next attempt unless it failed verification. Nothing is created before the server answers."""
@@ -390,4 +471,6 @@ def prepare(entry: ModelEntry, models_dir: Path, *, download: bool = True) -> Pa
     after = getattr(format_of(entry.kind), "after_fetch", None)
     if after is not None:
         after(entry, files, download=download)
+    if entry.source == "local":
+        return local_folder(entry, models_dir)
     return model_dir(entry, models_dir)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FRAMES = 100_000
+OPEN_HORIZON = 10_000  # frames planned for an open-ended shot that gives no length (at most)
 
 
 class Frozen(BaseModel):
@@ -34,7 +35,8 @@ class Motion(Frozen):
     angle: str = "0:(0)"  # degrees per frame, counter-clockwise
     translation_x: str = "0:(0)"  # pixels per frame, right positive
     translation_y: str = "0:(0)"  # pixels per frame, down positive
-    interpolation: Literal["linear", "cubic"] = "linear"
+    interpolation: Literal["linear", "quadratic", "cubic", "pchip"] = "linear"  # between keys (engines/planning/keyframes.py)
+    border: Literal["reflect", "replicate", "wrap"] = "reflect"  # what comes into view (engines/planning/motion.py)
 
 
 class PromptTransition(Frozen):
@@ -64,7 +66,8 @@ class Shot(Frozen):
     name: str
     prompts: str | dict[str, str]  # one prompt line, or keyframes {"0": ..., "30": ...} / {"2.5s": ...}
     frames: int | None = Field(default=None, gt=0, le=MAX_FRAMES)  # length in frames ...
-    seconds: float | None = Field(default=None, gt=0)  # ... or in seconds (one of the two)
+    seconds: float | None = Field(default=None, gt=0)  # ... or in seconds (one of the two; an
+    # open-ended shot, engine max_iterations -1, may give neither: it plans OPEN_HORIZON frames)
     transition: PromptTransition = PromptTransition()
     engine: str | None = None  # None: the film's engine
     engine_overrides: dict[str, Any] = {}  # fields of the engine's settings for this shot only
@@ -93,15 +96,36 @@ class Shot(Frozen):
 
     @model_validator(mode="after")
     def _length(self) -> Shot:
-        if (self.frames is None) == (self.seconds is None):
+        if self.frames is not None and self.seconds is not None:
             raise ValueError("give exactly one of frames or seconds")
+        return self  # neither: only for open-ended shots (flows/checks.py)
+
+
+class FitFps(Frozen):
+    """Playback frame rate fitted to the frames rendered, as nerdyrodent's generate.py does for
+    its video (fps = clip(frames / seconds, min_fps, max_fps)); for one-frame-per-iteration
+    renders (`images_interval: 1`) and open-ended ones."""
+
+    seconds: float = Field(default=10.0, gt=0)  # the video's wished length (nerdyrodent -vl, 10)
+    min_fps: float = Field(default=10.0, gt=0, le=240)  # slowest playback (nerdyrodent: 10)
+    max_fps: float = Field(default=60.0, gt=0, le=240)  # fastest playback (nerdyrodent: 60)
+
+    @model_validator(mode="after")
+    def _order(self) -> FitFps:
+        if self.min_fps > self.max_fps:
+            raise ValueError("min_fps must be at most max_fps")
         return self
+
+    def fps(self, frames: int) -> float:
+        """clip(frames / seconds, min_fps, max_fps)."""
+        return min(max(frames / self.seconds, self.min_fps), self.max_fps)
 
 
 class Film(Frozen):
     name: str  # names the run directory (outputs/runs/<name>/...): a slug, no '/' or '..'
     fps: float = Field(gt=0, le=240)  # frames per second of the rendered shots and the export
     shots: tuple[Shot, ...] = Field(min_length=1)
+    fit_fps: FitFps | None = None  # playback fps fitted to the frame count (None: fps)
 
     @field_validator("name")
     @classmethod

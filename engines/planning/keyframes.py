@@ -8,18 +8,36 @@ without any `:` is one expression at frame 0 (`"1.04"`). Keys may lie beyond the
 rendered (they only shape the interpolation); two keys on the same frame are an error.
 Expressions use the restricted grammar of `engines.planning.expr` with the variable `t` (frame index).
 
-Value at frame `f` (keys sorted: k_0 < k_1 < ...):
+Value at frame `f` (keys sorted: k_0 < k_1 < ...). A key's value is a *number* (`0:(1.04)`,
+`0:-0.5`: Deforum's plain numbers) or an *expression* (anything else, `t` used or not:
+`0:(1.0+0.002*sin(t))`, `0:(2*3)`).
 - before the first key (when key 0 is missing): the first key's value at t = k_0 holds;
-- at or after key k_i, if k_i's expression uses `t`: that expression evaluated at t = f, until
-  the next key (at which the next key's value takes over, possibly with a jump);
-- at or after key k_i, if k_i's expression is constant: interpolated from its value toward the
-  next key's value (the next expression evaluated at t = k_{i+1}), reached at k_{i+1};
-- after the last key: the last expression at t = f (a constant holds).
+- at or after key k_i holding an expression: that expression evaluated at t = f, every frame,
+  until the next key (which then takes over, possibly with a jump) - even a constant expression:
+  Deforum evaluates an expression key at every frame until the next key;
+- at or after key k_i holding a number: interpolated from it toward the next key's value (the
+  next expression evaluated at t = k_{i+1}), reached at k_{i+1};
+- after the last key: the last expression at t = f (a number holds).
 
-Interpolation: `linear`, or `cubic` = monotone piecewise cubic Hermite (PCHIP: Fritsch-Carlson
-tangents with the end rules of `scipy.interpolate.PchipInterpolator`, written here over plain
-floats) through the points (k_j, value of key j at t = k_j). It passes through every key and never
-overshoots: a zoom that goes 1.0 -> 1.1 -> 1.1 never exceeds 1.1. With two keys it is linear.
+Interpolation (`INTERPOLATIONS`):
+- `linear`: straight lines between keys. Keys beyond the last frame shape the line.
+- `pchip`: monotone piecewise cubic Hermite (Fritsch-Carlson tangents with the end rules of
+  `scipy.interpolate.PchipInterpolator`, written here over plain floats) through the points
+  (k_j, value of key j at t = k_j). It passes through every key and never overshoots: a zoom
+  that goes 1.0 -> 1.1 -> 1.1 never exceeds 1.1. With two keys it is linear.
+- `quadratic`, `cubic`: Deforum's. Deforum fills a series of the shot's frames with every
+  number key at its frame and every expression key's values on its frames (keys at or beyond
+  the last frame are ignored), sets frame 0 to the first value found and the last frame to the
+  last value found when they hold none, and fills the remaining frames with pandas'
+  `Series.interpolate(method=...)`, i.e. the interpolating B-spline of degree 2 or 3 of
+  `scipy.interpolate.make_interp_spline` through every filled frame (degree 3: not-a-knot end
+  conditions; degree 2: knots at the midpoints between points, the 2nd and 2nd-to-last left
+  out). The curve passes through every point and may overshoot between them (a zoom
+  1.0 -> 1.1 -> 1.1 -> 1.0 rises above 1.1). As in Deforum, `cubic` with 3 keys or fewer is
+  `quadratic`, and `quadratic` with 2 or fewer is linear (over the filled frames); with fewer
+  filled frames than the degree needs, the degree drops to what they allow. Because the last
+  frame is pinned to the last value, the curve depends on the shot's length (lengthening a shot
+  changes its earlier motion).
 """
 
 from __future__ import annotations
@@ -33,7 +51,18 @@ from engines.core.errors import ConfigError
 from engines.planning.expr import Expr, compile_expr
 
 MAX_CHARS = 100_000
-INTERPOLATIONS = ("linear", "cubic")
+INTERPOLATIONS = ("linear", "quadratic", "cubic", "pchip")
+INTERPOLATION_FORM = "interpolation 'linear', 'quadratic', 'cubic' (Deforum's) or 'pchip'"
+# Deforum's test for a plain number (a key value that is interpolated, not evaluated per frame)
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def is_number(text: str) -> bool:
+    """True if a key's value is a plain number (`1.04`, `(-0.5)`), not an expression."""
+    text = text.strip()
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    return _NUMBER.fullmatch(text) is not None
 ACCEPTED = ("keyframes 'frame:(expression)' joined by commas, e.g. "
             "'0:(1.04), 30:(1.0+0.002*sin(t))'; keys are whole frames >= 0 or seconds like '2.5s'")
 _KEY = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))\s*(s?)\s*:")
@@ -110,22 +139,29 @@ def _pchip_tangents(xs: list[int], ys: list[float]) -> list[float]:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A parsed schedule: `keys` (frame indices, ascending) and one expression per key."""
+    """A parsed schedule: `keys` (frame indices, ascending), one expression per key, and whether
+    each key's value is a plain number (`numbers`)."""
 
     text: str
     key: str
     keys: tuple[int, ...]
     exprs: tuple[Expr, ...]
+    numbers: tuple[bool, ...] = ()
+
+    def _number(self, i: int) -> bool:
+        return self.numbers[i] if self.numbers else self.exprs[i].is_constant
 
     def values(self, n_frames: int, interpolation: str = "linear") -> list[float]:
         """Value for each frame 0 .. n_frames-1 (floats, finite)."""
         if interpolation not in INTERPOLATIONS:
-            raise ConfigError(self.key, interpolation, "interpolation 'linear' or 'cubic'")
+            raise ConfigError(self.key, interpolation, INTERPOLATION_FORM)
         if isinstance(n_frames, bool) or not isinstance(n_frames, int) or n_frames < 0:
             raise ValueError(f"n_frames must be a whole number >= 0, got {n_frames!r}")
+        if interpolation in ("quadratic", "cubic"):
+            return self._deforum(n_frames, interpolation)
         keys = list(self.keys)
         ys = [e(t=k) for e, k in zip(self.exprs, keys, strict=True)]
-        cubic = interpolation == "cubic" and len(keys) > 2
+        cubic = interpolation == "pchip" and len(keys) > 2
         m = _pchip_tangents(keys, ys) if cubic else []
         out = []
         for f in range(n_frames):
@@ -133,7 +169,7 @@ class Schedule:
             if i < 0:
                 out.append(ys[0])
                 continue
-            if not self.exprs[i].is_constant or i == len(keys) - 1:
+            if not self._number(i) or i == len(keys) - 1:
                 out.append(self.exprs[i](t=f))
                 continue
             h = keys[i + 1] - keys[i]
@@ -145,6 +181,46 @@ class Schedule:
             out.append(ys[i] + (ys[i + 1] - ys[i]) * h01 + h * (h10 * m[i] + h11 * m[i + 1]))
         return out
 
+    def _deforum(self, n: int, kind: str) -> list[float]:
+        """Deforum's series (module docstring): filled frames, then a B-spline through them."""
+        import numpy as np
+
+        if n == 0:
+            return []
+        if kind == "cubic" and len(self.keys) <= 3:
+            kind = "quadratic"
+        if kind == "quadratic" and len(self.keys) <= 2:
+            kind = "linear"
+        at = {k: i for i, k in enumerate(self.keys)}
+        series = np.full(n, np.nan)
+        current = None
+        for f in range(n):
+            current = at.get(f, current)
+            if current is None:
+                continue
+            if not self._number(current) or f == self.keys[current]:
+                series[f] = self.exprs[current](t=f)
+        filled = np.flatnonzero(~np.isnan(series))
+        if filled.size == 0:  # every key lies beyond the shot: its first value holds
+            return [self.exprs[0](t=self.keys[0])] * n
+        if np.isnan(series[0]):
+            series[0] = series[filled[0]]
+        if np.isnan(series[-1]):
+            series[-1] = series[filled[-1]]
+        x = np.flatnonzero(~np.isnan(series))
+        missing = np.flatnonzero(np.isnan(series))
+        if missing.size:
+            degree = min({"linear": 1, "quadratic": 2, "cubic": 3}[kind], x.size - 1)
+            if degree <= 1:
+                series[missing] = np.interp(missing, x, series[x])
+            else:
+                from scipy.interpolate import make_interp_spline
+
+                series[missing] = make_interp_spline(x, series[x], k=degree)(missing)
+        if not np.isfinite(series).all():
+            raise ConfigError(self.key, self.text, ACCEPTED, "the interpolation is not finite")
+        return [float(v) for v in series]
+
 
 def parse_schedule(text: str, *, key: str, fps: float | None = None) -> Schedule:
     """Parse and validate a schedule string; ConfigError naming `key` if anything is wrong."""
@@ -154,16 +230,18 @@ def parse_schedule(text: str, *, key: str, fps: float | None = None) -> Schedule
         raise ConfigError(key, text, ACCEPTED, "the schedule is empty")
     if len(text) > MAX_CHARS:
         raise ConfigError(key, text[:80] + "...", ACCEPTED, f"longer than {MAX_CHARS} characters")
-    by_frame: dict[int, tuple[str, Expr]] = {}
+    by_frame: dict[int, tuple[str, Expr, bool]] = {}
     for raw, seconds, expr_text in _split(text, key):
         frame = key_to_frame(raw, seconds, fps, key=key, text=text)
         label = raw + ("s" if seconds else "")
         if frame in by_frame:
             raise ConfigError(key, text, ACCEPTED, f"keys {by_frame[frame][0]!r} and {label!r} "
                               f"both fall on frame {frame}")
-        by_frame[frame] = (label, compile_expr(expr_text, key=f"{key} (key {label})"))
+        by_frame[frame] = (label, compile_expr(expr_text, key=f"{key} (key {label})"),
+                           is_number(expr_text))
     keys = tuple(sorted(by_frame))
-    return Schedule(text, key, keys, tuple(by_frame[k][1] for k in keys))
+    return Schedule(text, key, keys, tuple(by_frame[k][1] for k in keys),
+                    tuple(by_frame[k][2] for k in keys))
 
 
 def schedule_values(text: str, n_frames: int, *, key: str, fps: float | None = None,

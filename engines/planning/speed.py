@@ -42,7 +42,7 @@ class SpeedSettings(BaseModel):
     name: str = "custom"  # preset name (conf/speed/<name>.yaml)
     factor: float | None = Field(default=None, ge=MIN_SPEED, le=MAX_SPEED)  # playback speed, x
     curve_unit: Literal["frames", "seconds"] = "frames"  # unit of the curve's keys
-    curve_interpolation: Literal["linear", "cubic"] = "linear"  # between curve keys
+    curve_interpolation: Literal["linear", "quadratic", "cubic", "pchip"] = "linear"  # between curve keys (engines/planning/keyframes.py)
     curve: str | None = None  # speed schedule over the source clip, e.g. "0:(1.0), 47:(0.25)"
     target_duration_s: float | None = Field(default=None, gt=0)  # retime the clip to this length
     method: Literal["hold", "blend", "interpolate"] = "hold"  # how in-between frames are made

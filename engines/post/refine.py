@@ -4,7 +4,9 @@ and `refine_dir`, which refines a folder of frames with the chosen method.
 Methods (`RefineSettings.method`):
 - `none`: frames pass through unchanged.
 - `cyclegan`: the 001 paper's learned denoiser (engines/models/cyclegan.py), a registry model
-  (`model`) or a generator file the user points at (`checkpoint`).
+  (`model`) or a generator file the user points at (`checkpoint`); `input_range` "-1..1" (the
+  public CycleGAN code's) or "0..1" (the paper authors' inference feeds it the pixels as they
+  are).
 - `nlmeans`: OpenCV non-local means for colour images (`cv2.fastNlMeansDenoisingColored`):
   each pixel becomes a weighted mean of pixels whose surrounding patches look alike; it converts
   to CIELAB and filters lightness with `nlmeans_h` and colour with `nlmeans_h_color`.
@@ -25,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CODE_VERSION = "1"  # bump when refined frames for the same settings would change
+INPUT_RANGES = ("-1..1", "0..1")
 METHODS = ("none", "cyclegan", "nlmeans", "bilateral")
 
 
@@ -37,6 +40,7 @@ class RefineSettings(BaseModel):
     model: str = "text2video_cyclegan"  # cyclegan: registry entry (conf/refine/models/<name>.yaml)
     checkpoint: str | None = None  # cyclegan: a latest_net_G.pth / .safetensors used instead of model's file
     batch: int = Field(4, ge=1)  # cyclegan: frames per forward pass
+    input_range: Literal["-1..1", "0..1"] = "-1..1"  # cyclegan: what frames are mapped to before it
     mix: float = Field(1.0, ge=0, le=1)  # share of the refined frame in the output (0..1)
     nlmeans_h: float = Field(6.0, gt=0)  # lightness filter strength, 0..255 intensity units
     nlmeans_h_color: float = Field(6.0, gt=0)  # colour filter strength, 0..255 intensity units
@@ -57,7 +61,7 @@ class RefineSettings(BaseModel):
         """These settings with every key the method does not read at its default, so the
         refined frames' key changes only with what shapes them (choosing a CycleGAN model
         never re-runs an nlmeans refinement)."""
-        reads = {"none": (), "cyclegan": ("model", "checkpoint", "batch", "mix"),
+        reads = {"none": (), "cyclegan": ("model", "checkpoint", "batch", "mix", "input_range"),
                  "nlmeans": ("mix",) + tuple(k for k in type(self).model_fields
                                              if k.startswith("nlmeans_")),
                  "bilateral": ("mix",) + tuple(k for k in type(self).model_fields
@@ -116,7 +120,7 @@ def refine_frames(frames: Iterable[np.ndarray], settings: RefineSettings, *, gen
                 originals.append(f)
                 yield f
 
-        for out in refine(keep(frames), generator, device, s.batch):
+        for out in refine(keep(frames), generator, device, s.batch, s.input_range):
             yield _mix(out, originals.popleft(), s.mix)
         return
     for f in frames:

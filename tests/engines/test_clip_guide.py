@@ -264,3 +264,55 @@ def test_compiled_and_autocast_helpers():
         assert not torch.is_autocast_enabled("cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16), autocast("cpu", True):
         assert torch.is_autocast_enabled("cpu")  # fast on a CPU keeps the caller's context
+
+
+def test_image_prompts_embed_augmented_cutouts_of_the_whole_image(clip):
+    # The VQGAN+CLIP notebook: the target image resized to the frame's area (aspect kept), then
+    # make_cutouts -> one embedding per cutout; the prompt's distance averages every pair. A
+    # centre crop (CLIP's own preprocessing) of a 16:9 image never sees its sides.
+    from engines.guidance.clip_guide import area_fit
+
+    assert area_fit((1600, 900), (64, 64)) == (85, 48)  # sqrt(4096 * 16/9), sqrt(4096 * 9/16)
+    assert area_fit((32, 18), (640, 360)) == (32, 18)  # never larger than the image itself
+    wide = image(36, 64, seed=5)
+    sides = wide.clone()
+    sides[..., :, :10] = 1.0  # change only the left side, outside the centre 36x36 square
+    g = make_guide(clip)
+    g.frame_size = (64, 36)
+    a, b = g.image_embedding(0, wide), g.image_embedding(0, sides)
+    assert a.shape == (g.cutouts[0].cutn, clip_embed_dim(clip))
+    assert torch.equal(a, g.image_embedding(0, wide))  # its own generator: the same every time
+    assert not torch.allclose(a, b)  # the sides count
+    crop_a, crop_b = embed_images(clip, wide), embed_images(clip, sides)
+    assert torch.allclose(crop_a, crop_b)  # ... where a centre crop loses them
+
+
+def clip_embed_dim(clip) -> int:
+    return int(embed_texts(clip, ["x"]).shape[-1])
+
+
+def test_pooling_cutouts_are_the_whole_image_pooled():
+    # the notebook's (and nerdyrodent's `latest`) cutouts: (adaptive avg pool + adaptive max
+    # pool) / 2 of the whole image to the cut size, the same for every cutout before its
+    # augmentations. 64x32 -> 32x32: each output pixel pools a 1x2 block (rows 1, columns 2).
+    img = image(32, 64)
+    cuts = Cutouts(32, 3, 1.0, (), method="pooling")(img, gen(1), gen(2))
+    pairs = img.view(1, 3, 32, 32, 2)
+    want = (pairs.mean(-1) + pairs.amax(-1)) / 2
+    assert cuts.shape == (3, 3, 32, 32)
+    assert all(torch.allclose(cuts[i], want[0], atol=1e-6) for i in range(3))
+    with pytest.raises(ConfigError, match="cut_method"):
+        Cutouts(32, 3, method="tiles")
+
+
+def test_nerdyrodent_augment_codes_are_deterministic_and_not_mixed():
+    from engines.guidance.clip_guide import NERDY_DEFAULT, check_augments
+
+    cut = Cutouts(32, 4, 1.0, NERDY_DEFAULT)
+    a, b = cut(image(), gen(1), gen(2)), cut(image(), gen(1), gen(2))
+    assert a.shape == (4, 3, 32, 32) and torch.equal(a, b)
+    assert not torch.equal(a, cut(image(), gen(3), gen(2)))
+    with pytest.raises(ConfigError, match="not both"):
+        check_augments(["flip", "Af"])
+    with pytest.raises(ConfigError, match="nerdyrodent"):
+        check_augments(["Zz"])

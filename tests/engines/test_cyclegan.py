@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engines.core.errors import ConfigError
+
 torch = pytest.importorskip("torch")
 
 from engines.core.errors import PromptreelError, UnsafeCheckpointError  # noqa: E402
@@ -122,6 +124,21 @@ def test_refine_pads_by_reflection_and_crops_back(tiny):
         ref = model(torch.nn.functional.pad(t, (0, 2, 0, 2), mode="reflect"))[:, :, :50, :50]
     ref = ((ref + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     assert np.array_equal(C.refine(x, model), ref)
+
+
+def test_refine_can_feed_the_pixels_in_zero_to_one_as_the_paper_authors_do(tiny):
+    # their text2video.py: generate = (G(z) + 1) / 2 with z the optimised pixels (0..1), not
+    # mapped to -1..1 first
+    model = tiny[2]
+    x = frames(1, 48, 48)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        ref = model(t)
+    ref = ((ref + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    got = C.refine(x, model, input_range="0..1")
+    assert np.array_equal(got, ref) and not np.array_equal(got, C.refine(x, model))
+    with pytest.raises(ConfigError, match="input_range"):
+        C.refine(x, model, input_range="0..255")
 
 
 def test_refine_streams_an_iterator_of_mixed_sizes(tiny):

@@ -54,8 +54,9 @@ class MemorySink:
         self.records[index] = dict(record)
 
 
-def plan(n=4, width=80, height=48, prompts=PROMPTS, init_image=None, seed=3, **motion):
-    frames = tuple(FramePlan(prompts, **motion) for _ in range(n))
+def plan(n=4, width=80, height=48, prompts=PROMPTS, init_image=None, seed=3, story=(), **motion):
+    frames = tuple(FramePlan(story[0] if story else prompts, story=story, **motion)
+                   for _ in range(n))
     return ShotPlan("test", width, height, 8.0, seed, frames, init_image=init_image)
 
 
@@ -122,8 +123,8 @@ def test_evolve_frames_records_and_exact_size_for_non_multiples(models):
 ])
 def test_resume_is_byte_identical(models, vq, kw, size):
     motion = {"zoom": 1.1, "angle": 5.0, "translation_x": 3.0} if kw["mode"] == "animate_2d" else {}
-    p = plan(4, width=size[1], height=size[0],
-             prompts=(Prompt("a forest ^ a city"), Prompt("blurry", -0.3)), **motion)
+    story = ((Prompt("a forest"), Prompt("blurry", -0.3)), (Prompt("a city"),))
+    p = plan(4, width=size[1], height=size[0], story=story, **motion)
     s = settings(**kw)
     full = render(models, s, p, vq=vq)
     crashed = MemorySink(crash_at=2)
@@ -203,11 +204,17 @@ def test_quantise_snaps_to_the_codebook_straight_through(models, vq):
 
 
 def test_story_phrases_switch_every_n_iterations():
-    prompts = (Prompt("a forest ^ a city ^ the sea", 0.5), Prompt("blurry", -1))
-    texts = [V._active_prompts(prompts, i, 2)[0].text for i in range(8)]
+    from engines.planning.plan import FramePlan
+    from engines.planning.prompts import parse_story
+
+    story = parse_story("a forest:0.5 | blurry:-1 ^ a city ^ the sea", key="p")
+    frame = FramePlan(story[0], story=story)
+    texts = [V._active_prompts(frame, i, 2)[0].text for i in range(8)]
     assert texts == ["a forest"] * 2 + ["a city"] * 2 + ["the sea"] * 4
-    assert V._active_prompts(prompts, 5, 2)[0].weight == 0.5
-    assert V._active_prompts(prompts, 5, None) == prompts
+    looped = [V._active_prompts(frame, i, 2, loop=True)[0].text for i in range(8)]
+    assert looped == ["a forest"] * 2 + ["a city"] * 2 + ["the sea"] * 2 + ["a forest"] * 2
+    assert V._active_prompts(frame, 1, 2) == (Prompt("a forest", 0.5), Prompt("blurry", -1))
+    assert V._active_prompts(frame, 5, None) == frame.prompts
 
 
 @pytest.mark.parametrize("mode", ["anchor", "zero", "decay"])
@@ -225,7 +232,7 @@ def test_translation_is_scaled_from_output_to_canvas_pixels(models, monkeypatch)
 
     calls = []
     real = motion.warp
-    monkeypatch.setattr(motion, "warp", lambda *a: calls.append(a[1:]) or real(*a))
+    monkeypatch.setattr(motion, "warp", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
     p = plan(2, width=72, height=40, zoom=1.2, angle=4.0, translation_x=9.0, translation_y=-5.0)
     render(models, settings(mode="animate_2d"), p)
     assert calls == [(1.2, 4.0, 9.0 * 80 / 72, -5.0 * 48 / 40)]

@@ -42,7 +42,8 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 # --- registry ------------------------------------------------------------------------------
 
 def test_registry_has_exactly_the_documented_entries():
-    assert set(registry.list_entries("vqgan", CONF)) == set(REAL_VQGAN) | GENERATED_VQGAN
+    assert set(registry.list_entries("vqgan", CONF)) == set(REAL_VQGAN) | GENERATED_VQGAN | {
+        "local"}  # vqgan=local: your own yaml/ckpt pair by path
     assert set(registry.list_entries("clip", CONF)) == set(REAL_CLIP) | {
         "generated_clip_tiny", "generated_clip_vit_b_32"}
     for kind in ("vqgan", "clip"):
@@ -57,9 +58,10 @@ def test_real_vqgan_entries():
               "wikiart_1024": 958_000_000}
     for name, loader in REAL_VQGAN.items():
         e = registry.load_entry("vqgan", name, CONF)
-        assert e.loader == loader and e.source == ("dead" if name == "wikiart_1024" else "url")
+        assert e.loader == loader and e.source == "url"
         names = [f.name for f in e.files]
-        assert names == (["last.ckpt"] if name == "ade20k" else ["model.yaml", "last.ckpt"])
+        assert names == ["model.yaml", "last.ckpt"]
+        assert [f.optional for f in e.files] == [name == "ade20k", False]
         assert all(f.sha256 is None and f.size is None for f in e.files)
         assert "sha256 unknown" in e.notes
         ckpt = e.files[-1]
@@ -67,6 +69,11 @@ def test_real_vqgan_entries():
         if e.source == "url":
             assert all(f.url.startswith(("https://", "http://")) for f in e.files)
     assert "config" in registry.load_entry("vqgan", "ade20k", CONF).notes
+    mirror = "https://github.com/Eleiber/VQGAN-Mirrors/releases/download/0.0.1/"
+    assert registry.load_entry("vqgan", "wikiart_1024", CONF).files[1].url == \
+        mirror + "wikiart_1024.ckpt"
+    assert registry.load_entry("vqgan", "wikiart_16384", CONF).files[1].mirrors == \
+        (mirror + "wikiart_16384.ckpt",)
     assert registry.load_entry("vqgan", "vqgan_imagenet_f16_16384", CONF).files[1].url == (
         "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1")
 
@@ -154,11 +161,15 @@ def test_offline_download_fails_fast_with_the_fix(tmp_path):
     assert list(tmp_path.rglob("*")) == []
 
 
+DEAD = ModelEntry(name="gone", kind="vqgan", source="dead", loader="VQModel",
+                  files=(RemoteFile(name="model.yaml"), RemoteFile(name="last.ckpt")),
+                  notes="its host is gone; use another VQGAN")
+
+
 def test_dead_and_disabled_downloads(tmp_path):
-    dead = registry.load_entry("vqgan", "wikiart_1024", CONF)
     with pytest.raises(MissingWeightsError, match="host is dead") as err:
-        weights.ensure_files(dead, tmp_path)
-    assert str(tmp_path / "vqgan" / "wikiart_1024" / "model.yaml") in str(err.value)
+        weights.ensure_files(DEAD, tmp_path)
+    assert str(tmp_path / "vqgan" / "gone" / "model.yaml") in str(err.value)
     entry = registry.load_entry("clip", "vit_b_32_openai", CONF)
     with pytest.raises(MissingWeightsError, match="runtime.download=false"):
         weights.ensure_files(entry, tmp_path, download=False)
@@ -170,6 +181,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def do_HEAD(self):  # noqa: N802 - what `make doctor` asks
+        srv = self.server
+        srv.requests.append((f"HEAD {self.path}", None))
+        body = srv.files.get(self.path)
+        if body is None or srv.mode == "no_head":
+            self.send_error(404 if body is None else 405)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
 
     def do_GET(self):
         srv = self.server
@@ -302,12 +324,30 @@ def test_http_errors_become_missing_weights(server, tmp_path, mode, path, expect
 
 def test_preflight_lists_missing_files_without_network(server, tmp_path):
     entries = [entry_for(server), registry.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
-               registry.load_entry("vqgan", "wikiart_1024", CONF)]
+               DEAD]
     problems = weights.missing_files(entries, tmp_path)
     assert len(problems) == 3 and server.requests == []
     assert problems[0] == (f"clip local: w.bin missing at {dest_of(tmp_path)} "
                            f"(download {server.url}/w.bin)")
     assert all("host dead" in p for p in problems[1:])
+
+
+def test_a_failed_url_falls_back_to_its_mirrors(server, tmp_path):
+    f = RemoteFile(name="w.bin", url=server.url + "/missing.bin", size=len(PAYLOAD),
+                   mirrors=(server.url + "/gone.bin", server.url + "/w.bin"))
+    entry = entry_for(server).model_copy(update={"files": (f,)})
+    got = weights.ensure_files(entry, tmp_path)
+    assert got["w.bin"].read_bytes() == PAYLOAD
+    assert [r[0] for r in server.requests] == ["/missing.bin", "/gone.bin", "/w.bin"]
+
+
+def test_an_optional_file_that_fails_is_left_out(server, tmp_path):
+    extra = RemoteFile(name="model.yaml", url=server.url + "/missing.bin", optional=True)
+    entry = entry_for(server)
+    entry = entry.model_copy(update={"files": (extra, *entry.files)})
+    got = weights.ensure_files(entry, tmp_path)
+    assert sorted(got) == ["w.bin"]
+    assert weights.missing_files([entry], tmp_path) == []  # not a problem for make doctor
 
 
 # --- generated models ------------------------------------------------------------------------
@@ -390,3 +430,39 @@ def test_materialise_refuses_downloaded_entries(tmp_path):
         weights.materialise_generated(registry.load_entry("clip", "vit_b_32_openai", CONF),
                                       tmp_path)
     assert not os.listdir(tmp_path)
+
+
+# --- make doctor's URL checks ------------------------------------------------------------------
+
+def test_doctor_checks_every_model_url_and_size(server):
+    from flows.doctor import check_urls
+
+    ok = entry_for(server)  # /w.bin, no size recorded
+    sized = ok.model_copy(update={"name": "sized", "files": (RemoteFile(
+        name="w.bin", url=server.url + "/w.bin", approx_size=len(PAYLOAD) * 2),)})
+    gone = ok.model_copy(update={"name": "gone", "files": (RemoteFile(
+        name="w.bin", url=server.url + "/missing.bin", mirrors=(server.url + "/w.bin",)),)})
+    dead = ok.model_copy(update={"name": "dead", "files": (RemoteFile(
+        name="w.bin", url=server.url + "/missing.bin"),)})
+    checks = check_urls([ok, sized, gone, dead, registry.load_entry(
+        "vqgan", "generated_vqgan_f16_tiny", CONF)])
+    assert [c.ok for c in checks] == [True, False, True, False]
+    assert checks[0].line == f"url local/w.bin: {server.url}/w.bin answers, {len(PAYLOAD)} bytes"
+    assert "expects about" in checks[1].line
+    assert "(mirror)" in checks[2].line
+    assert "HTTP 404" in checks[3].line and "choose another" in checks[3].fix
+    assert all(r[0].startswith("HEAD ") for r in server.requests)  # nothing downloaded
+    server.mode = "no_head"  # a host that refuses HEAD: a one-byte ranged GET tells the size
+    assert check_urls([ok])[0].line.endswith(f"{len(PAYLOAD)} bytes")
+
+
+def test_doctor_url_checks_are_skipped_offline():
+    from flows.doctor import check_urls
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    entry = ModelEntry(name="x", kind="clip", source="url", files=(RemoteFile(
+        name="w.bin", url=f"http://127.0.0.1:{port}/w.bin"),), arch={"model": "m", "pretrained": "p"})
+    (check,) = check_urls([entry])
+    assert check.ok and "offline, checks skipped" in check.line

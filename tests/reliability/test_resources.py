@@ -224,13 +224,19 @@ def test_doctor_says_what_to_fix(tmp_path: Path) -> None:
     assert proc.returncode == 1, out + proc.stderr
     assert "Traceback" not in proc.stderr
     fixes = [ln for ln in out.splitlines() if ln.startswith("FIX  ")]
-    assert [ln.split()[1] for ln in fixes] == ["model", "model", "prefect:"]
+    assert [ln.split()[1] for ln in fixes if ln.split()[1] != "url"] == ["model", "model",
+                                                                         "prefect:"]
     assert "FIX  model vqgan_imagenet_f16_16384: vqgan vqgan_imagenet_f16_16384: model.yaml " \
            f"missing at {tmp_path / 'empty'}/vqgan/vqgan_imagenet_f16_16384/model.yaml" in out
     assert out.count("     fix: on a connected machine run `make fetch-models conf=klee_garden`") \
         == 2
     assert "     fix: start it with `make server`, or unset PREFECT_API_URL" in out
-    assert out.splitlines()[-1] == "4 ok, 3 to fix"
+    # its download URLs: checked when the network is up (HEAD, size), skipped offline
+    urls = [ln for ln in out.splitlines() if " url" in ln[:10]]
+    assert urls and all(ln.startswith(("ok   url", "FIX  url")) for ln in urls)
+    n_ok = 4 + sum(ln.startswith("ok   url") for ln in urls)
+    n_fix = 3 + sum(ln.startswith("FIX  url") for ln in urls)
+    assert out.splitlines()[-1] == f"{n_ok} ok, {n_fix} to fix"
 
 
 def test_doctor_checks_disk_space_gpu_and_folders(tmp_path: Path, monkeypatch) -> None:
