@@ -8,7 +8,7 @@ process of its own:
 - checkpointing: what decoder checkpointing costs and saves, counted on meta copies of the real
   architectures (no timing): FLOPs of one vqgan_clip iteration
   (`torch.utils.flop_counter.FlopCounterMode` around the memory estimate's probe) and its working
-  memory (`engines.memory`), without and with `decoder_checkpointing`, per size;
+  memory (`engines.frames.memory`), without and with `decoder_checkpointing`, per size;
 - imports: seconds to import the render's heavy modules, each alone in a fresh interpreter
   (`python -X importtime -c "import M"`, the cumulative time of M; best of 3);
 - compile: seconds per vqgan_clip iteration, eager against `compile: default` (torch.compile of
@@ -31,16 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from engines.core.device import pick_device
 
 PARTS = ("layouts", "checkpointing", "imports", "compile")
 IMPORTS = ("torch", "open_clip", "flows.render")  # the render's heavy imports
 
 
 def _vqgan(name: str, device: str, models: Path | None) -> Any:
-    from engines import weights
+    from engines.models.loaded import load_model
+    from engines.models.registry import load_entry
 
-    return weights.load_vqgan(weights.load_entry("vqgan", name, common.CONF),
-                              models or common.models_dir(), device)
+    return load_model(load_entry("vqgan", name, common.CONF), models or common.models_dir(),
+                      device)
 
 
 def layouts(a: argparse.Namespace) -> dict[str, Any]:
@@ -54,19 +56,19 @@ def layouts(a: argparse.Namespace) -> dict[str, Any]:
 def checkpointing(a: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from engines import memory
-    from engines import vqgan_clip as V
+    from engines.frames import memory
+    from engines.frames import vqgan_clip as V
 
     sizes = (a.sizes or "640x360,1280x720").split(",")
     vq, perc = common.load(a.vqgan, a.clip, "cpu", a.models)
     rows = []
     for ckpt in (False, True):
         s = V.Settings(cutn=a.cutn, decoder_checkpointing=ckpt)
-        prober = memory.Prober(V.NAME, s, perceptors=[perc], vqgan=vq, device=a.device)
+        tracer = memory.MemoryTracer(V, s, {"vqgan": (vq,), "clip": (perc,)}, device=a.device)
         for size in sizes:
             w, h = (int(v) for v in size.split("x"))
             with FlopCounterMode(display=False) as fc:
-                working = prober.working(s, w, h)
+                working = tracer.working(s, w, h)
             rows.append({"size": size, "checkpointing": ckpt, "flops": fc.get_total_flops(),
                          "working": working})
     return {"models": f"{a.vqgan} + {a.clip}", "cutn": a.cutn, "device": a.device, "rows": rows}
@@ -95,7 +97,7 @@ def compile_speed(a: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from bench.engines import PROMPT, _Clock, _plan
-    from engines import vqgan_clip as V
+    from engines.frames import vqgan_clip as V
 
     w, h = (int(v) for v in (a.sizes or "256x256").split(",")[0].split("x"))
     vq, perc = common.load(a.vqgan, a.clip, a.device, a.models)
@@ -108,7 +110,7 @@ def compile_speed(a: argparse.Namespace) -> dict[str, Any]:
         anchor = run.start_latent()
         z = anchor.clone().requires_grad_(True)
         opt = V._optimiser(s.optimiser, z, s.lr)
-        prompts = plan.frames[0].prompts
+        prompts = plan.frames[0]  # the FramePlan: its prompts
         with _Clock(a.device) as first:
             run.step(z, opt, prompts, anchor)
         with _Clock(a.device) as steady:
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps", type=int, default=3, help="layouts: rounds; imports: runs")
     ap.add_argument("--iters", type=int, default=3, help="compile: timed iterations per mode")
     a = ap.parse_args(argv)
-    a.device = common.pick_device(a.device)
+    a.device = pick_device(a.device)
     started = time.perf_counter()
     result = RUN[a.part](a)
     result["seconds"] = time.perf_counter() - started

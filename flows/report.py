@@ -23,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from engines.errors import PromptreelError
-from tasks.artefacts import Artefact, Store, atomic_path, write_bytes, write_json
+from engines.core.errors import PromptreelError
+from engines.core.files import atomic_path, write_bytes, write_json
+from tasks.artefacts import Artefact, Store
 from tasks.cache import LEDGER, run_cached
 
 log = logging.getLogger("promptreel")
@@ -58,7 +59,7 @@ def link_media(src: Path, dst: Path) -> Path:
 
 def final_prompts(shot: Any, fps: float, n_frames: int) -> list[tuple[str, float]]:
     """(text, weight) of the positive prompts in force at the shot's last frame."""
-    from engines.prompts import parse_prompt_schedule
+    from engines.planning.prompts import parse_prompt_schedule
 
     schedule = parse_prompt_schedule(shot.prompts, key=f"film.shots.{shot.name}.prompts", fps=fps)
     kind = shot.transition.kind if shot.transition.kind in ("cut", "crossfade") else "cut"
@@ -70,10 +71,10 @@ def final_prompts(shot: Any, fps: float, n_frames: int) -> list[tuple[str, float
 def clip_scores(entry: Any, models_dir: Path, device: str,
                 items: list[tuple[Path, list[str]]]) -> list[list[float]]:
     """CLIP cosine similarity (-1..1) of each image file to each of its texts, one perceptor."""
-    from engines.clip_guide import clip_similarity, load_image
-    from engines.perceptor import load_clip
+    from engines.guidance.clip_guide import clip_similarity, load_image
+    from engines.models.loaded import load_model
 
-    perceptor = load_clip(entry, models_dir, device)
+    perceptor = load_model(entry, models_dir, device)
     return [clip_similarity(perceptor, load_image(path, device=device), list(texts))
             for path, texts in items]
 
@@ -83,7 +84,7 @@ def score_shot(*, frames: Artefact, prompts: tuple[tuple[str, float], ...], clip
     """Cached: `scores.json` = {score, texts, similarities} for one shot's last frame."""
 
     def build(work: Path) -> dict[str, Any]:
-        from tasks.generate_frames import pick_device
+        from engines.core.device import pick_device
 
         last = sorted(Path(frames.path, "frames").glob("*.png"))[-1]
         texts = [t for t, _ in prompts]

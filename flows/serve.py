@@ -34,7 +34,7 @@ for _k, _v in {"PREFECT_HOME": str(ROOT / ".prefect"), "PREFECT_SERVER_ANALYTICS
 from prefect import flow  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator  # noqa: E402
 
-from engines.errors import ConfigError, PromptreelError  # noqa: E402
+from engines.core.errors import ConfigError, PromptreelError  # noqa: E402
 
 FLOW = "promptreel"  # flow name; the deployment is "promptreel/<deployment>"
 log = logging.getLogger("promptreel")

@@ -11,6 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def repo_env(**extra: str) -> dict[str, str]:
+    """This process's environment plus `extra`, with the repository first on PYTHONPATH and the
+    entries already there kept (tests/netguard.py's site folder: the child stays off the
+    network)."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), path) if p)}
+
+
 def run_cli(*args: str, cache: Path, models: Path, run_dir: Path | None = None,
             timeout: float = 600, check: bool = True, extra_env: dict | None = None,
             ) -> subprocess.CompletedProcess:
@@ -29,3 +37,15 @@ def run_cli(*args: str, cache: Path, models: Path, run_dir: Path | None = None,
 
 def read_run(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
+
+
+def shot_params_of(cfg) -> list[dict]:
+    """Every shot's generate_frames parameters, as production builds them (models unprepared:
+    a model's folder is not part of any key)."""
+    from engines.models.registry import Prepared
+    from flows.pre_production import model_entries
+    from flows.production import shot_params
+
+    models = {e.name: Prepared(e, "(not prepared)") for e in model_entries(cfg)}
+    plans = cfg.shot_plans()
+    return [shot_params(cfg, plans, models, i) for i in range(len(cfg.film.shots))]

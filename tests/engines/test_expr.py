@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engines import expr
-from engines.errors import ConfigError
-from engines.expr import FUNCTIONS, MAX_CHARS, MAX_NODES, compile_expr, evaluate
+from engines.core.errors import ConfigError
+from engines.planning import expr
+from engines.planning.expr import FUNCTIONS, MAX_CHARS, MAX_NODES, compile_expr, evaluate
 
 
 @pytest.mark.parametrize(("text", "t", "want"), [

@@ -1,4 +1,4 @@
-"""Pre-production planning (engines/timeline.py): frames per shot before and after speed changes,
+"""Pre-production planning (engines/planning/timeline.py): frames per shot before and after speed changes,
 cross-fade overlaps, the film's total frames and duration (what `make show` prints and the
 soundtrack's length follows), and the per-frame plan an engine renders."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from engines.speed import SpeedSettings
-from engines.timeline import shot_frames, shot_plan, timeline
-from flows.config import Shot
+from engines.planning.film import Shot
+from engines.planning.speed import SpeedSettings
+from engines.planning.timeline import shot_frames, shot_plan, timeline
 
 SAME = SpeedSettings(factor=1.0)
 

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from engines.errors import PromptreelError
+from engines.core.errors import PromptreelError
+from engines.core.files import write_json
 from flows import report
 from flows.config import Film, Resolution, Runtime
-from tasks.artefacts import Store, write_json
+from tasks.artefacts import Store
 
 
 def missing_refs(page: Path) -> tuple[list[str], list[str]]:
@@ -161,11 +162,11 @@ def test_sweep_summary_ranks_jobs_and_lists_failures(tmp_path: Path) -> None:
 
 
 def test_clip_scores_with_the_generated_perceptor(tmp_path: Path) -> None:
-    """The real scorer (engines.perceptor + clip_guide) on the tiny generated CLIP."""
-    from engines import weights
+    """The real scorer (engines/models/clip.py + clip_guide) on the tiny generated CLIP."""
+    from engines.models import registry, weights
 
     conf = Path(report.__file__).parents[1] / "conf"
-    entry = weights.load_entry("clip", "generated_clip_tiny", conf)
+    entry = registry.load_entry("clip", "generated_clip_tiny", conf)
     models_dir = tmp_path / "models"
     weights.materialise_generated(entry, models_dir)
     png(tmp_path / "a.png", 120)

@@ -1,6 +1,6 @@
 """Kill anywhere, lose nothing: a render SIGKILLed inside each task, then the same command again.
 
-The kills are deterministic: the crash-test hook `tasks.artefacts.kill_point` (inert unless
+The kills are deterministic: the crash-test hook `engines.core.crash.kill_point` (inert unless
 `PROMPTREEL_TEST_KILL_AT=<task>:<point>` is set) SIGKILLs the render, and the ffmpeg it runs, at
 an exact point: between two files of a task's output (`plan_timeline:timeline`), between two
 models (`select_models:entry:0`), between writing a frame's PNG and committing it
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import pytest
 
+from engines.core.crash import KILL_ENV
 from flows.report import SCORE_TASK
-from tasks.artefacts import KILL_ENV, is_temporary
+from tasks.artefacts import is_temporary
 from tests.helpers import ROOT, read_run
 from tests.reliability.conftest import (
     SMOKE,

@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import PromptreelError
-from tasks import artefacts
-from tasks.artefacts import (
-    CURRENT_TASK,
-    KILL_ENV,
-    MANIFEST,
-    Store,
-    artefact_key,
-    canonical,
-    is_temporary,
-    kill_armed,
-    write_bytes,
-    write_json,
-)
+from engines.core import files
+from engines.core.crash import CURRENT_TASK, KILL_ENV, kill_armed
+from engines.core.errors import PromptreelError
+from engines.core.files import write_bytes, write_json
+from tasks.artefacts import MANIFEST, Store, artefact_key, canonical, is_temporary
 from tasks.cache import key_for, run_cached
 
 
@@ -43,10 +34,12 @@ def test_key_depends_on_config_upstream_and_code_version_only() -> None:
     assert len(k) == 24 and int(k, 16) >= 0  # 24 hex characters
 
 
-def test_canonical_config_keeps_nulls_and_refuses_nan() -> None:
+def test_canonical_config_keeps_nulls_and_spells_non_finite_floats() -> None:
     assert canonical({"b": None, "a": (1.0, 2)}) == {"a": [1.0, 2], "b": None}
-    with pytest.raises(ValueError):  # a NaN in a config never becomes a key
-        artefact_key("t", "1", {"a": math.nan})
+    # JSON has no inf or nan: they are keyed by name (a prompt's stop is -inf by default)
+    assert canonical({"stop": (-math.inf, math.inf, math.nan)}) == {"stop": ["-inf", "inf", "nan"]}
+    keys = {artefact_key("t", "1", {"a": v}) for v in (-math.inf, math.inf, math.nan, 0.0)}
+    assert len(keys) == 4
 
 
 def test_json_files_are_sorted_and_byte_stable(tmp_path: Path) -> None:
@@ -73,7 +66,7 @@ def test_a_failed_write_names_the_file_and_leaves_no_temporary(tmp_path: Path, m
     def fail(*args):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(artefacts.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(PromptreelError, match=says) as err:
         write_bytes(tmp_path / "out.bin", b"data")
     assert str(tmp_path / "out.bin") in str(err.value)

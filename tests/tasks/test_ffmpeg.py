@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engines.errors import PromptreelError
-from tasks.ffmpeg import (
+from engines.core.errors import PromptreelError
+from engines.media.ffmpeg import (
     GLOBAL_ARGS,
     OUTPUT_BITEXACT,
     MediaInfo,
@@ -96,8 +96,8 @@ def test_the_kill_hook_kills_the_ffmpeg_that_the_encode_runs(monkeypatch, tmp_pa
     that process dies and the encode fails (the real hook then kills the render too)."""
     import subprocess
 
-    import tasks.ffmpeg as ff
-    from tasks.artefacts import CURRENT_TASK, KILL_ENV
+    import engines.media.ffmpeg as ff
+    from engines.core.crash import CURRENT_TASK, KILL_ENV
 
     started, hooked = [], []
     real_popen = subprocess.Popen
