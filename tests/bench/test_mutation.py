@@ -26,3 +26,16 @@ def test_every_site_gives_one_mutant_of_behaviour() -> None:
                                                     strict=True)) if a != b]
         assert len(changed) == 1 and changed[0] in (2, 5)
     assert "return int(x * 0.5) + 1" in mutants[6] and "if x < 2 or not x:" in mutants[3]
+
+
+def test_stride_runs_every_kth_mutant_and_refuses_zero(capsys) -> None:
+    """`--stride K` lists sites 0, K, 2K, ... of each module, in order; K < 1 is refused."""
+    import pytest
+
+    mutation.main(["--list", "--only", "files"])
+    every = capsys.readouterr().out.splitlines()
+    mutation.main(["--list", "--only", "files", "--stride", "3"])
+    assert capsys.readouterr().out.splitlines() == every[::3] and len(every) > 3
+    with pytest.raises(SystemExit):
+        mutation.main(["--stride", "0"])
+    assert "--stride 0: must be a whole number >= 1" in capsys.readouterr().err
