@@ -190,3 +190,22 @@ def test_two_concurrent_builders_build_once(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert calls == [1] and len({r.key for r in results}) == 1
+
+
+def test_atomic_output_makes_missing_folders_and_never_leaves_a_part_file(tmp_path: Path) -> None:
+    """engines/core/files.atomic_output (ffmpeg's outputs): the folders above the file are made,
+    a `.part` left by a killed run is replaced, and a failed write leaves neither file."""
+    target = tmp_path / "a" / "b" / "out.mp4"
+    with files.atomic_output(target) as tmp:
+        assert tmp == target.with_name("out.mp4.part") and not tmp.exists()
+        tmp.write_bytes(b"video")
+    assert target.read_bytes() == b"video" and sorted(p.name for p in target.parent.iterdir()) == [
+        "out.mp4"]
+    stale = target.with_name("out.mp4.part")
+    stale.write_bytes(b"half of a killed encode")
+    with pytest.raises(RuntimeError, match="encode failed"):
+        with files.atomic_output(target) as tmp:
+            assert not tmp.exists()  # the killed run's half-written file is gone first
+            tmp.write_bytes(b"half")
+            raise RuntimeError("encode failed")
+    assert target.read_bytes() == b"video" and not stale.exists()
