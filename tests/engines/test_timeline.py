@@ -1,5 +1,5 @@
-"""Pre-production planning (engines/planning/timeline.py): frames per shot before and after speed changes,
-cross-fade overlaps, the film's total frames and duration (what `make show` prints and the
+"""Pre-production planning (engines/planning/timeline.py): frames per shot before and after speed
+changes, cross-fade overlaps, the film's total frames and duration (what `make show` prints and the
 soundtrack's length follows), and the per-frame plan an engine renders."""
 
 from __future__ import annotations
@@ -71,3 +71,30 @@ def test_shot_plan_holds_prompts_motion_and_the_shot_settings() -> None:
     assert [f.zoom for f in plan.frames] == pytest.approx([1.0, 1.1, 1.2, 1.3])
     assert [f.angle for f in plan.frames] == [0.0, 2.0, 4.0, 6.0]
     assert [(f.translation_x, f.translation_y) for f in plan.frames] == [(0.0, -1.5)] * 4
+
+
+STORY = {"0": "a sunflower ^ a rose", "3": "a pond"}
+
+
+@pytest.mark.parametrize(("transition", "refused"), [
+    ({"kind": "cut"}, False), ({"kind": "cut", "frames": 2}, False),
+    ({"kind": "crossfade", "frames": 0}, False),  # a crossfade of no frames is a cut
+    ({"kind": "crossfade", "frames": 2}, True), ({"kind": "interpolate"}, True)])
+def test_story_keyframes_refuse_only_a_transition_that_blends_them(transition: dict,
+                                                                   refused: bool) -> None:
+    from engines.core.errors import ConfigError
+
+    shot = Shot(name="s", frames=6, prompts=STORY, transition=transition)
+    if refused:
+        with pytest.raises(ConfigError, match="transition.kind=cut") as err:
+            shot_plan(shot, fps=8, width=64, height=48, seed=1, key="film.shots.0")
+        assert "film.shots.0.prompts" in str(err.value)
+    else:
+        plan = shot_plan(shot, fps=8, width=64, height=48, seed=1, key="film.shots.0")
+        assert [f.prompts[0].text for f in plan.frames] == ["a sunflower"] * 3 + ["a pond"] * 3
+
+
+@pytest.mark.parametrize(("continues", "want"), [("previous", True), (None, False)])
+def test_shot_plan_says_whether_the_shot_continues_the_previous_one(continues, want) -> None:
+    shot = Shot(name="s", frames=2, prompts="x", **{"continue": continues})
+    assert shot_plan(shot, fps=8, width=64, height=48, seed=1, key="k").continues is want
