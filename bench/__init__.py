@@ -6,5 +6,9 @@ docs/benchmarks.md. Benchmarks are not tests: nothing here asserts a time.
 - bench/engines.py   iterations/s, frames/s, FLOPs, peak memory, fast/reference, per engine and size
 - bench/memcheck.py  the memory estimate (engines/frames/memory.py) against measured memory, per size
 - bench/pipeline.py  a smoke render's overhead, a cached re-render, export against plain ffmpeg
+- bench/extras.py    parts left out of the default run (`--only layouts,checkpointing,imports,compile`)
 - bench/common.py    models, device peak FLOP/s, resident-set readings, versions
+
+bench/mutation.py is not a benchmark but a measure of the tests (plants one bug at a time in
+chosen modules and runs their tests): `python -m bench.mutation`, see docs/CONTRIBUTING.md.
 """

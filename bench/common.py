@@ -15,6 +15,14 @@ CLIP = "generated_clip_vit_b_32"  # real ViT-B/32 architecture, random weights
 MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}  # glibc: big blocks go back to the OS on free
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a benchmark's child process: this one's plus `extra`, with the
+    repository first on PYTHONPATH (entries already there are kept)."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, **(extra or {}),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), path) if p)}
+
+
 def models_dir() -> Path:
     """Where the generated models are built once: $PROMPTREEL_MODELS, else <repo>/models (the
     render's own default), so the benchmark and renders share them."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +82,7 @@ def run(engine: str, sizes: list[str], overrides: dict[str, Any], *, vqgan: str 
            "--set", json.dumps(overrides), "--vqgan", vqgan, "--clip", clip, "--device", device]
     if models:
         cmd += ["--models", str(models)]
-    env = {**os.environ, **common.MMAP_ENV, "PYTHONPATH": str(common.ROOT)}
+    env = common.child_env(common.MMAP_ENV)
     proc = subprocess.run(cmd, cwd=common.ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if proc.returncode != 0:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ def render(args: list[str], cache: Path, run_dir: Path, models: Path) -> float:
            f"runtime.models_dir={models}", f"hydra.run.dir={run_dir}"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=common.ROOT, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(common.ROOT)})
+                          env=common.child_env())
     seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")

@@ -7,9 +7,14 @@ Parts (each in its own process, so one part's memory never skews another's):
    real architectures, 32 cutouts), plus the estimate at the sizes of published GPU figures;
 3. bench.pipeline: a smoke render's overhead, a cached re-render, export against plain ffmpeg.
 
+`--only PART,...` runs just those parts, among them the ones the default run leaves out
+(bench/extras.py): `layouts` (channels_last in a fresh process), `checkpointing` (decoder
+checkpointing's FLOPs and memory), `imports` (import times), `compile` (torch.compile; slow).
+
 `python -m bench.run [--device auto|cpu|cuda] [--doc PATH|""] [--skip engines,memory,pipeline]
-[--sizes WxH,...] [--memory-sizes WxH,...] [--vqgan NAME --clip NAME] [--models DIR]`: the
-defaults are what `make bench` runs; the options let a test run it on tiny models.
+[--only PART,...] [--sizes WxH,...] [--memory-sizes WxH,...] [--vqgan NAME --clip NAME]
+[--models DIR]`: the defaults are what `make bench` runs; the options let a test run it on tiny
+models.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -30,7 +34,13 @@ from engines.core.device import pick_device
 
 DOC = common.ROOT / "docs" / "benchmarks.md"
 MEMCHECK_SIZES = ("128x128", "256x256", "512x288")
-PUBLISHED = (("380x380", 8.0), ("512x512", 10.0), ("900x900", 24.0))  # GiB, RTX 3090, REFERENCE.md
+DEFAULT_PARTS = ("engines", "memory", "pipeline")
+EXTRA_PARTS = ("layouts", "checkpointing", "imports", "compile")  # bench/extras.py
+# "Typical VRAM requirements" on an RTX 3090 with the defaults of nerdyrodent/VQGAN-CLIP, as its
+# README gives them (GB): https://github.com/nerdyrodent/VQGAN-CLIP#readme
+PUBLISHED = (("380x380", 8.0), ("512x512", 10.0), ("900x900", 24.0))
+PUBLISHED_SOURCE = ("nerdyrodent/VQGAN-CLIP README, \"Typical VRAM requirements\": "
+                    "https://github.com/nerdyrodent/VQGAN-CLIP#readme")
 GB = 1e9
 GIB = 2 ** 30
 
@@ -39,8 +49,7 @@ def _sub(module: str, *args: str, env: dict | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         cmd = [sys.executable, "-m", module, *args, "--out", str(out)]
-        proc = subprocess.run(cmd, cwd=common.ROOT, env={**os.environ, **(env or {}),
-                                                         "PYTHONPATH": str(common.ROOT)})
+        proc = subprocess.run(cmd, cwd=common.ROOT, env=common.child_env(env))
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode})")
         return json.loads(out.read_text())
@@ -109,9 +118,9 @@ def memory_md(rows: list[dict], device: str, pub: list[dict] | None, models: str
            table(["size", "estimate GB", "measured GB", "estimate error"], body)]
     if pub:
         out += ["", "The CUDA estimate (not yet checked on a GPU) at the sizes of published "
-                "figures (nerdyrodent defaults on an RTX 3090, nvidia-smi, so CUDA context and "
-                "allocator cache included; REFERENCE.md):", "",
-                table(["size", "path", "estimate: weights + iteration GiB", "published GiB"],
+                "figures (nerdyrodent defaults on an RTX 3090, as users read them from the GPU, "
+                f"so CUDA context and allocator cache included; {PUBLISHED_SOURCE}):", "",
+                table(["size", "path", "estimate: weights + iteration GiB", "published GB"],
                       [[p["size"], p["path"] + (" (fp32, as the notebooks)" if p["path"] ==
                                                 "reference" else " (bf16 autocast)"),
                         f"{p['weights'] / GIB:.2f} + {p['working'] / GIB:.2f} = "
@@ -137,6 +146,52 @@ def pipeline_md(p: dict) -> str:
         f"= {x['ours_fps']:.0f} frames/s (the export step alone {x['export_only_s']:.2f} s); "
         f"plain `{x['plain_command']}` {x['plain_s']:.2f} s = {x['plain_fps']:.0f} frames/s "
         f"({x['ours_s'] / x['plain_s']:.1f}x the plain command's time)."])
+
+
+def layouts_md(x: dict) -> str:
+    return (f"VQGAN decoder forward+backward at {x['size']}x{x['size']} in a fresh process "
+            f"({x['vqgan']}, nothing else loaded; best of {x['reps']} alternating rounds after "
+            f"a warm-up of each): contiguous {x['contiguous']:.2f} s, channels_last "
+            f"{x['channels_last']:.2f} s ({x['contiguous'] / x['channels_last']:.2f}x).")
+
+
+def checkpointing_md(x: dict) -> str:
+    by = {(r["size"], r["checkpointing"]): r for r in x["rows"]}
+    rows = []
+    for size in dict.fromkeys(r["size"] for r in x["rows"]):
+        off, on = by[(size, False)], by[(size, True)]
+        rows.append([size, f"{off['flops'] / 1e9:.4g}", f"{on['flops'] / 1e9:.4g}",
+                     f"{on['flops'] / off['flops'] - 1:+.0%}", f"{off['working'] / GB:.3g}",
+                     f"{on['working'] / GB:.3g}"])
+    return "\n".join([
+        f"Decoder checkpointing, one vqgan_clip iteration ({x['models']}, {x['cutn']} cutouts, "
+        f"estimate for {x['device']}), counted on meta copies (FlopCounterMode and the memory "
+        "estimate; no timing):", "",
+        table(["size", "GFLOP/it", "GFLOP/it checkpointed", "FLOPs", "working GB",
+               "working GB checkpointed"], rows)])
+
+
+def imports_md(x: dict) -> str:
+    return "\n".join([
+        f"Import times, each module alone in a fresh interpreter (`python -X importtime`, "
+        f"cumulative; best of {x['reps']}):", "",
+        table(["module", "seconds"], [[f"`{m}`", f"{s:.2f}"] for m, s in x["modules"].items()])])
+
+
+def compile_md(x: dict) -> str:
+    e, c = x["none"], x["default"]
+    pays = (f"compiling pays after about {x['pays_after']:.0f} iterations"
+            if x["pays_after"] is not None else "compiling never pays here")
+    return (f"torch.compile, vqgan_clip {x['size']}, {x['cutn']} cutouts ({x['models']}): eager "
+            f"{e['per_iteration_s']:.2f} s per iteration, `compile: default` "
+            f"{c['per_iteration_s']:.2f} s ({x['speedup']:.2f}x; mean of {x['iters']}) after a "
+            f"first compiled iteration of {c['first_s']:.0f} s (eager: {e['first_s']:.1f} s); "
+            f"{pays}.")
+
+
+EXTRA_MD = {"layouts": ("channels_last in a fresh process", layouts_md),
+            "checkpointing": ("Decoder checkpointing", checkpointing_md),
+            "imports": ("Imports", imports_md), "compile": ("torch.compile", compile_md)}
 
 
 def targets_md(e: dict | None, p: dict | None) -> str:
@@ -172,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--doc", default=str(DOC), help="markdown file to append to; '' = print only")
     ap.add_argument("--skip", default="", help="parts to skip: engines,memory,pipeline")
+    ap.add_argument("--only", default="", help="run only these parts: "
+                    + ",".join(DEFAULT_PARTS + EXTRA_PARTS))
     ap.add_argument("--sizes", default=None, help="engine sizes WxH,... (default: by device)")
     ap.add_argument("--memory-sizes", default=",".join(MEMCHECK_SIZES))
     ap.add_argument("--vqgan", default=common.VQGAN)
@@ -180,7 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     a = ap.parse_args(argv)
     device = pick_device(a.device)
+    only = list(filter(None, a.only.split(",")))
+    unknown = set(only) - set(DEFAULT_PARTS + EXTRA_PARTS)
+    if unknown:
+        ap.error(f"unknown part(s) {', '.join(sorted(unknown))}; choose from "
+                 + ", ".join(DEFAULT_PARTS + EXTRA_PARTS))
     skip = set(filter(None, a.skip.split(",")))
+    if only:
+        skip |= set(DEFAULT_PARTS) - set(only)
     models = Path(a.models) if a.models else None
     pick = ["--vqgan", a.vqgan, "--clip", a.clip] + (["--models", a.models] if a.models else [])
     started, load0 = time.perf_counter(), common.load_average()
@@ -197,14 +261,19 @@ def main(argv: list[str] | None = None) -> None:
             pub = published_estimates(a.vqgan, a.clip, models)
     if "pipeline" not in skip:
         p = _sub("bench.pipeline", *(["--models", a.models] if a.models else []))
+    extras = {}
+    for part in (x for x in EXTRA_PARTS if x in only):
+        extras[part] = _sub("bench.extras", part, "--device", device, *pick,
+                            *(["--sizes", a.sizes] if a.sizes else []))
     minutes = (time.perf_counter() - started) / 60
     cmd = "make bench" + (f' args="{" ".join(argv)}"' if argv else "")
     parts = [f"### {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} · {common.device_name(device)}",
              "", f"Command: `{cmd}` ({minutes:.1f} min). Load average (1, 5, 15 min) at start "
              f"{load0}, at end {common.load_average()}: other work on the machine slows the "
              "timings.", "",
-             table(["package", "version"], [[k, v] for k, v in common.versions().items()]), "",
-             "Where the targets stand in this run:", "", targets_md(e, p)]
+             table(["package", "version"], [[k, v] for k, v in common.versions().items()])]
+    if e or p:
+        parts += ["", "Where the targets stand in this run:", "", targets_md(e, p)]
     if e:
         parts += ["", "#### Engines", "", engines_md(e)]
     if mem:
@@ -212,6 +281,9 @@ def main(argv: list[str] | None = None) -> None:
                   memory_md(mem, device, pub, f"{a.vqgan} + {a.clip}")]
     if p:
         parts += ["", "#### Pipeline", "", pipeline_md(p)]
+    for part, result in extras.items():
+        title, md = EXTRA_MD[part]
+        parts += ["", f"#### {title}", "", md(result)]
     text = "\n".join(parts) + "\n"
     print(text)
     if a.doc:

@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect import task
 
+from engines.core.crash import kill_point
 from engines.core.files import link_or_copy
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
@@ -24,8 +25,9 @@ def link_frames(src: Path, dst: Path) -> int:
     """Hard-link (or copy across devices) every frame of `src` into `dst`; return the count."""
     dst.mkdir(parents=True, exist_ok=True)
     names = sorted(p.name for p in src.glob("*.png"))
-    for name in names:
+    for i, name in enumerate(names):
         link_or_copy(src / name, dst / name)
+        kill_point(f"frame:{i}")  # crash-test hook: frames 0..i linked, the next ones not
     return len(names)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 from prefect import task
 
+from engines.core.crash import kill_point
 from engines.core.files import atomic_path, write_json
 from engines.planning.film import Film
 from engines.planning.plan import ShotPlan
@@ -47,6 +48,7 @@ def plan_timeline(*, film: Film, plans: tuple[ShotPlan, ...], speeds: tuple[Spee
     def build(work: Path) -> dict[str, Any]:
         tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps, film.fit_fps)
         write_json(work / "timeline.json", tl.as_dict())
+        kill_point("timeline")  # crash-test hook: timeline.json written, schedules.csv not
         with atomic_path(work / "schedules.csv") as tmp:
             schedule_table(plans).to_csv(tmp, index=False)
         return tl.as_dict()

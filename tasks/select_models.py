@@ -15,6 +15,7 @@ from typing import Any
 
 from prefect import task
 
+from engines.core.crash import CURRENT_TASK, kill_point
 from engines.models import weights
 from engines.models.registry import ModelEntry, Prepared
 from tasks.runtime import Runtime
@@ -30,4 +31,12 @@ def prepare(entry: ModelEntry, models_dir: Any, *, download: bool = True) -> Pre
 @task(name=NAME)
 def select_models(*, entries: tuple[ModelEntry, ...], runtime: Runtime) -> dict[str, Prepared]:
     """Make every entry's files present and safe; {entry name: Prepared}."""
-    return {e.name: prepare(e, runtime.models_dir, download=runtime.download) for e in entries}
+    out = {}
+    token = CURRENT_TASK.set(NAME)  # for the crash-test hook (engines/core/crash.py)
+    try:
+        for i, entry in enumerate(entries):
+            out[entry.name] = prepare(entry, runtime.models_dir, download=runtime.download)
+            kill_point(f"entry:{i}")  # crash-test hook: entries 0..i ready, the next ones not
+    finally:
+        CURRENT_TASK.reset(token)
+    return out

@@ -1,5 +1,6 @@
 """Shared fixtures: generated tiny models in the published formats, built once per test session,
-and a helper to run the real command line (`python -m flows.render ...`) in a subprocess."""
+and a helper to run the real command line (`python -m flows.render ...`) in a subprocess. Before
+anything else, tests/netguard.py cuts this process and every process it starts off the network."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import netguard
 from tests.helpers import ROOT
 
+netguard.install_everywhere()  # no test reaches the network, online or not (tests/netguard.py)
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")

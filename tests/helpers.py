@@ -11,6 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def repo_env(**extra: str) -> dict[str, str]:
+    """This process's environment plus `extra`, with the repository first on PYTHONPATH and the
+    entries already there kept (tests/netguard.py's site folder: the child stays off the
+    network)."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, **extra, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), path) if p)}
+
+
 def run_cli(*args: str, cache: Path, models: Path, run_dir: Path | None = None,
             timeout: float = 600, check: bool = True, extra_env: dict | None = None,
             ) -> subprocess.CompletedProcess:

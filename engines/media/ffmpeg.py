@@ -50,27 +50,34 @@ def argv(stream: Any) -> list[str]:
 
 
 def run_argv(args: list[str], *, what: str, timeout: float | None = None) -> str:
-    """Run an ffmpeg argv list; return stderr; raise PromptreelError (with `what`) on failure."""
-    if kill_armed("ffmpeg"):  # crash-test hook (tasks/artefacts.py): die in mid-encode
-        child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
-        while child.poll() is None and not Path(args[-1]).exists():
-            time.sleep(0.001)
-        kill_point("ffmpeg", child)
+    """Run an ffmpeg argv list; return stderr; raise PromptreelError (with `what`) on failure.
+    One child process; the crash-test hook kills that very process (and this one) mid-encode."""
     try:
-        proc = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, check=False)
+        child = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
     except FileNotFoundError:
         raise PromptreelError(f"ffmpeg not found at {args[0]} while {what}: reinstall "
                               "imageio-ffmpeg (`make setup`)") from None
-    except subprocess.TimeoutExpired:
-        raise PromptreelError(f"ffmpeg took longer than {timeout} s while {what}") from None
-    err = proc.stderr.decode("utf-8", "replace")
-    if proc.returncode != 0 and "No space left on device" in err:
+    with child:
+        try:
+            if kill_armed("ffmpeg"):  # crash-test hook (engines/core/crash.py): die mid-encode
+                while child.poll() is None and not Path(args[-1]).exists():
+                    time.sleep(0.001)
+                kill_point("ffmpeg", child)
+            _, stderr = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise PromptreelError(f"ffmpeg took longer than {timeout} s while {what}") from None
+        except BaseException:  # e.g. Ctrl-C: never leave the ffmpeg running
+            child.kill()
+            raise
+    err = stderr.decode("utf-8", "replace")
+    if child.returncode != 0 and "No space left on device" in err:
         raise disk_full(args[-1])
-    if proc.returncode != 0:
+    if child.returncode != 0:
         tail = "\n".join(err.strip().splitlines()[-STDERR_LINES:]) or "(no output)"
-        raise PromptreelError(f"ffmpeg failed while {what} (exit {proc.returncode}):\n{tail}")
+        raise PromptreelError(f"ffmpeg failed while {what} (exit {child.returncode}):\n{tail}")
     return err
 
 

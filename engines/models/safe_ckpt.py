@@ -138,6 +138,12 @@ def _refusal(path: Path, names: list[str]) -> UnsafeCheckpointError:
         "sha256; promptreel never unpickles with weights_only=False.")
 
 
+def _stored(path: Path) -> bool:
+    """True if every record of the zip is stored uncompressed (as torch.save writes them)."""
+    with zipfile.ZipFile(path) as z:
+        return all(info.compress_type == zipfile.ZIP_STORED for info in z.infolist())
+
+
 def read_checkpoint(path: Path) -> tuple[Any, list[str]]:
     """Unpickle `path` safely (see module doc). Returns (object, ignored global names)."""
     import pickle
@@ -158,12 +164,13 @@ def read_checkpoint(path: Path) -> tuple[Any, list[str]]:
     refused, ignored = scan_globals(path) if is_zip else ([], [])
     if refused:
         raise _refusal(path, refused)
+    mmap = is_zip and _stored(path)  # mmap reads a compressed record's bytes as tensor data
     try:
         with torch.serialization.safe_globals(_placeholders(ignored)):
             try:
-                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
             except RuntimeError:
-                if not is_zip:
+                if not mmap:
                     raise
                 obj = torch.load(path, map_location="cpu", weights_only=True)  # unaligned zip
     except pickle.UnpicklingError as exc:

@@ -53,3 +53,38 @@ def test_targets_table_says_met_or_not_and_gpu_pending():
     assert "| pipeline overhead < 15 s per render | 25.0 s (not met) |" in text
     assert "| fully cached re-render < 20 s | 13.0 s (met) |" in text
     assert "| Pixel engine 1280x720, 10 it/frame: >= 24 frames/s | not run (GPU pending) |" in text
+
+
+@pytest.mark.slow
+def test_bench_extras_on_tiny_models_append_their_sections(models_dir, tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n")
+    cmd = [sys.executable, "-m", "bench.run", "--device", "cpu", "--doc", str(doc), "--only",
+           "layouts,checkpointing", "--sizes", "64x64", "--vqgan", "generated_vqgan_f16_tiny",
+           "--clip", "generated_clip_tiny", "--models", str(models_dir)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = doc.read_text()
+    assert "#### Engines" not in text and "Where the targets stand" not in text
+    assert re.search(r"VQGAN decoder forward\+backward at 64x64 in a fresh process .*\): "
+                     r"contiguous [\d.]+ s, channels_last [\d.]+ s", text)
+    [row] = re.findall(r"^\| 64x64 \| ([\d.e+-]+) \| ([\d.e+-]+) \| ([+-]\d+)% \| ([\d.e+-]+) \| "
+                       r"([\d.e+-]+) \|$", text, re.M)
+    flops, flops_ckpt, _, mem, mem_ckpt = row
+    assert float(flops_ckpt) > float(flops) > 0  # one more decoder forward
+    assert 0 < float(mem_ckpt) < float(mem)  # fewer activations kept
+
+
+def test_import_seconds_reads_python_importtime():
+    from bench import extras
+
+    assert 0 < extras.import_seconds("json", reps=1) < 60
+
+
+def test_published_gpu_figures_cite_the_readme_that_publishes_them():
+    pub = [{"size": s, "path": "reference", "weights": 2 ** 30, "working": 3 * 2 ** 30,
+            "published_gib": gb} for s, gb in run.PUBLISHED]
+    text = run.memory_md([{"size": "64x64", "estimate": 1e9, "measured": 1e9, "ratio": 1.0}],
+                         "cpu", pub, "m")
+    assert "https://github.com/nerdyrodent/VQGAN-CLIP" in text and ".md" not in text
+    assert "| 900x900 | reference (fp32, as the notebooks) | 1.00 + 3.00 = 4.00 | 24.0 |" in text

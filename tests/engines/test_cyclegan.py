@@ -96,14 +96,17 @@ def test_bad_files_are_refused(tmp_path):
     with pytest.raises(PromptreelError, match="not a CycleGAN"):
         C.load_generator(tmp_path / "other.pth")
 
+    marker = tmp_path / "ran.txt"
+
     class Evil:
         def __reduce__(self):
             import os
-            return (os.system, ("echo pwned",))
+            return (os.system, (f"touch {marker}",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match=r"posix\.system.*Nothing from it was run"):
         C.load_generator(tmp_path / "evil.pth")
+    assert not marker.exists(), "the payload ran"
 
 
 @pytest.mark.parametrize("size", [(36, 64), (50, 50), (23, 37), (3, 5)])

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-import time
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engines.core.errors import ConfigError
-from engines.planning.expr import MAX_CHARS, compile_expr, evaluate
+from engines.planning import expr
+from engines.planning.expr import FUNCTIONS, MAX_CHARS, MAX_NODES, compile_expr, evaluate
 
 
 @pytest.mark.parametrize(("text", "t", "want"), [
@@ -153,14 +154,25 @@ grammar = st.recursive(_leaf, _extend, max_leaves=40)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(grammar, st.floats(-1e4, 1e4, allow_nan=False))
 def test_grammar_gives_finite_float_or_config_error(text: str, t: float) -> None:
-    start = time.perf_counter()
-    try:
-        value = evaluate(text, t, "k")
-    except ConfigError:
-        pass
-    else:
-        assert type(value) is float and math.isfinite(value)
-    assert time.perf_counter() - start < 0.05
+    # Cost is counted, not timed: one evaluation step per syntax node at most, each on floats
+    # (O(1): never a big integer or a huge power).
+    steps: list[type] = []
+    real = expr._eval
+
+    def counted(node, env):
+        value = real(node, env)
+        steps.append(type(value))
+        return value
+
+    with mock.patch.object(expr, "_eval", counted):
+        try:
+            value = evaluate(text, t, "k")
+        except ConfigError:
+            pass
+        else:
+            assert type(value) is float and math.isfinite(value)
+    assert len(steps) <= min(MAX_NODES, len(text))
+    assert set(steps) <= {float}
 
 
 @settings(max_examples=400, deadline=None)
@@ -173,3 +185,38 @@ def test_random_text_never_escapes(text: str) -> None:
         assert str(exc).startswith("k: bad value")
     else:
         assert type(value) is float and math.isfinite(value)
+
+
+# Arity of every function, written out here (not read from FUNCTIONS): a call with one argument
+# too many or too few is refused before anything runs.
+ARITY = {**dict.fromkeys(["sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh",
+                          "sqrt", "exp", "log10", "abs", "floor", "ceil"], (1, 1)),
+         "atan2": (2, 2), "log": (1, 2), "min": (2, None), "max": (2, None), "clamp": (3, 3)}
+
+
+def test_the_functions_are_exactly_the_documented_ones() -> None:
+    assert set(FUNCTIONS) == set(ARITY)
+
+
+@pytest.mark.parametrize("name", sorted(ARITY))
+def test_each_function_takes_its_number_of_arguments(name: str) -> None:
+    lo, hi = ARITY[name]
+    evaluate(f"{name}({', '.join(['0.5'] * lo)})", 0, "k")  # the fewest it takes
+    with pytest.raises(ConfigError, match=f"{name}\\(\\) takes"):
+        compile_expr(f"{name}({', '.join(['0.5'] * (lo - 1))})", key="k")
+    if hi is not None:
+        evaluate(f"{name}({', '.join(['0.5'] * hi)})", 0, "k")
+        with pytest.raises(ConfigError, match=f"{name}\\(\\) takes"):
+            compile_expr(f"{name}({', '.join(['0.5'] * (hi + 1))})", key="k")
+
+
+def test_limits_are_the_documented_1000_characters_and_256_nodes() -> None:
+    # docs/guide.md: "1000 characters and 256 syntax nodes per expression"
+    assert evaluate("1" + " " * 999, 0, "k") == 1.0
+    with pytest.raises(ConfigError, match="longer than 1000"):
+        compile_expr("2" + " " * 1000, key="k")
+    # nodes of ast.walk: each name 2 (Name, Load), each number 1, each "+" 2 (BinOp, Add), root 1
+    at_limit = "+".join(["t"] * 62 + ["1"] * 3)  # 124 + 3 + 128 + 1 = 256
+    assert evaluate(at_limit, 1, "k") == 65.0
+    with pytest.raises(ConfigError, match="257 syntax nodes, more than 256"):
+        compile_expr("+".join(["t"] * 60 + ["1"] * 6), key="k")  # 120 + 6 + 130 + 1

@@ -95,6 +95,11 @@ def test_story() -> None:
     assert [story_index(i, 10, 3, loop=True) for i in (0, 10, 20, 30, 45, 61)] == [0, 1, 2, 0, 1, 0]
     with pytest.raises(ConfigError):
         story_index(0, 0, 3)
+    assert [story_index(i, 1, 3) for i in range(4)] == [0, 1, 2, 2]  # a phrase per iteration
+    assert story_index(7, 5, 1) == 0  # one phrase holds
+    for bad in ((0, 5, 0), (-1, 5, 2)):  # no phrase, a negative iteration: a caller's bug
+        with pytest.raises(ValueError):
+            story_index(*bad)
 
 
 # nerdyrodent's generate.py: `prompts.split("^")` into phrases first, then each phrase
@@ -228,6 +233,8 @@ def test_paper_prompt_weights_golden() -> None:
     assert all(sum(paper_prompt_weights(4, 7, f)) == pytest.approx(1) for f in range(40))
     with pytest.raises(ConfigError, match="frames_per_prompt"):
         paper_prompt_weights(2, 0, 0)
+    assert [paper_prompt_weights(2, 1, f) for f in range(3)] == [[1.0, 0.0], [0.0, 1.0]] + [
+        [0.0, 1.0]]  # a prompt per frame
 
 
 def test_paper_prompt_weights_fade_over_two_f_frames() -> None:

@@ -4,10 +4,8 @@ Lightning-like checkpoint with non-tensor extras converts to exactly its state_d
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
-import pickle
 import struct
 import subprocess
 import sys
@@ -98,12 +96,20 @@ def template(tmp_path: Path) -> Path:
     return path
 
 
-def assert_refused(path: Path, marker: Path, *names: str) -> None:
+SCANNED = "Nothing from it was run"  # refused by the scan, before anything was unpickled
+UNCHECKABLE = "cannot be checked without running it"  # opcodes the scan cannot follow
+UNPICKLER = "refused by the restricted unpickler"  # legacy files: torch's weights_only unpickler
+
+
+def assert_refused(path: Path, marker: Path, *names: str, why: str = SCANNED) -> None:
+    """`path` is refused for the reason `why`, naming each of `names`, and nothing ran or stayed."""
     with pytest.raises(UnsafeCheckpointError) as err:
         convert_ckpt(path, path.with_suffix(".safetensors"))
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: refused"), msg
     for name in names:
-        assert name in str(err.value)
-    assert "Nothing from it was run" in str(err.value) or "refused" in str(err.value)
+        assert name in msg
+    assert why in msg, msg
     assert not marker.exists(), "the payload ran"
     assert not path.with_suffix(".safetensors").exists()
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
@@ -192,7 +198,7 @@ def test_protocol_4_pickle_is_refused(tmp_path):
     ckpt = tmp_path / "last.ckpt"
     torch.save({"state_dict": weights(), "cb": Payload(os.system, f"touch {marker}")}, ckpt,
                pickle_protocol=4)
-    assert_refused(ckpt, marker)
+    assert_refused(ckpt, marker, why=UNCHECKABLE)
 
 
 def test_legacy_format_loads_plain_weights_and_refuses_payloads(tmp_path):
@@ -204,7 +210,7 @@ def test_legacy_format_loads_plain_weights_and_refuses_payloads(tmp_path):
     bad = tmp_path / "bad.ckpt"
     torch.save({"state_dict": weights(), "cb": Payload(write_marker, str(marker))}, bad,
                _use_new_zipfile_serialization=False)
-    assert_refused(bad, marker)
+    assert_refused(bad, marker, why=UNPICKLER)
 
 
 def test_placeholder_inside_state_dict_is_refused(tmp_path):
@@ -273,6 +279,8 @@ def test_shared_storage_is_written(tmp_path):
     ("builtins.object", False), ("argparse.Namespace", False),
     ("numpy.core.multiarray.scalar", False), ("numpy.dtype", False),
     ("pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint", False),
+    ("torch.jit.ScriptModule", True), ("torch.cuda.Stream", True), ("numpy.testing.Tester", True),
+    ("torch.jitter.Thing", False),  # a prefix is a whole module path, not a string prefix
 ])
 def test_is_dangerous(name, bad):
     assert is_dangerous(name) is bad
@@ -283,4 +291,61 @@ def test_placeholder_is_inert():
     obj = cls(1, x=2)
     obj.__setstate__({"a": 1})
     assert full == "some.module.Thing" and not vars(obj) and "ignored" in repr(obj)
-    assert pickle.dumps(1) and io.BytesIO  # keep imports honest
+    assert "some.module" not in sys.modules  # named, never imported
+
+
+def test_conversion_is_byte_identical_with_sorted_metadata(tmp_path):
+    ckpt = tmp_path / "last.ckpt"
+    torch.save(lightning_ckpt(), ckpt)
+    convert_ckpt(ckpt, tmp_path / "a.safetensors", prefix="encoder.")
+    convert_ckpt(ckpt, tmp_path / "b.safetensors", prefix="encoder.")
+    a = (tmp_path / "a.safetensors").read_bytes()
+    assert a == (tmp_path / "b.safetensors").read_bytes()
+    n = int.from_bytes(a[:8], "little")
+    meta = json.loads(a[8:8 + n])["__metadata__"]
+    assert list(meta) == sorted(meta) and meta["prefix"] == "encoder."
+
+
+def test_a_converted_file_edited_in_place_is_converted_again(tmp_path):
+    ckpt = tmp_path / "last.ckpt"
+    torch.save(lightning_ckpt(), ckpt)
+    out = cached_safetensors(ckpt)
+    good = out.read_bytes()
+    os.utime(out, ns=(1, 1))  # touched only: same content, kept
+    assert cached_safetensors(ckpt).stat().st_mtime_ns == 1
+    out.write_bytes(good[:-4] + b"\xff" * 4)  # same size, other bytes: converted again
+    assert cached_safetensors(ckpt).read_bytes() == good
+
+
+def test_a_recompressed_checkpoint_converts_to_its_real_weights(tmp_path):
+    """A mirror that re-zips a checkpoint with compression: memory-mapping it would read the
+    compressed bytes as weights."""
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": weights()}, plain)
+    zipped = tmp_path / "last.ckpt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    convert_ckpt(zipped, tmp_path / "out.safetensors")
+    got, want = load_file(str(tmp_path / "out.safetensors")), weights()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_the_unaligned_zip_fallback_is_restricted_too(tmp_path, monkeypatch):
+    """When memory-mapping fails, the second read is as restricted as the first: an unknown
+    callable stays an inert placeholder."""
+    marker = tmp_path / "ran.txt"
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": weights(), "extra": Payload(write_marker, str(marker))}, ckpt)
+    real_load, calls = torch.load, []
+
+    def load(*args, **kwargs):
+        calls.append(kwargs.get("mmap"))
+        if kwargs.get("mmap"):
+            raise RuntimeError("unaligned")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    convert_ckpt(ckpt, tmp_path / "out.safetensors")
+    assert calls == [True, None] and not marker.exists()
+    assert sorted(load_file(str(tmp_path / "out.safetensors"))) == sorted(weights())

@@ -79,6 +79,17 @@ def test_seconds_keys() -> None:
     assert parse_schedule("0:(0), 0.3s:(1)", key="k", fps=5).keys == (0, 2)  # 1.5 rounds up
     with pytest.raises(ConfigError, match="no fps"):
         parse_schedule("0s:(1)", key="zoom")
+    with pytest.raises(ConfigError, match="no fps"):
+        parse_schedule("0s:(1)", key="zoom", fps=0)
+
+
+@pytest.mark.parametrize(("key", "fps", "frame"), [
+    ("0.5s", 1, 1), ("2.5s", 1, 3), ("4.5s", 1, 5), ("1.25s", 2, 3), ("0.49s", 1, 0),
+    ("2.4s", 1, 2), ("0.75s", 2, 2),
+])
+def test_seconds_keys_round_halves_up(key: str, fps: float, frame: int) -> None:
+    # halves go up, never to even (Python's round() would put 2.5s at 1 fps on frame 2)
+    assert parse_schedule(f"{key}:(1)", key="k", fps=fps).keys == (frame,)
 
 
 def test_pchip_golden() -> None:
@@ -93,14 +104,31 @@ def test_pchip_golden() -> None:
     assert schedule_values("0:(0), 4:(4)", 5, key="k", interpolation="pchip") == [0, 1, 2, 3, 4]
 
 
-def test_pchip_matches_scipy_pchip() -> None:
-    interpolate = pytest.importorskip("scipy.interpolate")
-    xs, ys = [0, 7, 12, 30, 41], [1.0, 1.3, 0.2, 0.25, -2.0]
+def test_pchip_interior_slope_is_the_weighted_harmonic_mean() -> None:
+    # Points (0,0), (1,1), (3,4): secants 1 and 1.5 over gaps 1 and 2. Fritsch-Carlson slope at
+    # x=1: (w1 + w2) / (w1/1 + w2/1.5) with w1 = 2*2 + 1 = 5, w2 = 2 + 2*1 = 4: 27/23 (a plain
+    # average would give 1.25). End slope at x=3: ((2*2 + 1)*1.5 - 2*1) / 3 = 11/6. At x=2
+    # (s = 0.5 in [1, 3], h = 2): 1 + 3*0.5 + 2*(0.125*27/23 - 0.125*11/6).
+    got = schedule_values("0:(0), 1:(1), 3:(4)", 4, key="k", interpolation="pchip")
+    assert got[2] == pytest.approx(2.5 + 0.25 * (27 / 23 - 11 / 6), abs=1e-12)
+    assert got[:2] == [0.0, 1.0] and got[3] == 4.0
+
+
+@pytest.mark.parametrize(("xs", "ys"), [
+    ([0, 7, 12, 30, 41], [1.0, 1.3, 0.2, 0.25, -2.0]),  # peaks and dips: interior slopes 0
+    ([0, 4, 10, 12, 25, 41], [0.0, 0.5, 0.6, 2.0, 2.1, 5.0]),  # rising, uneven gaps
+    ([0, 3, 5, 20, 26, 41], [3.0, 2.0, 1.9, 0.2, -1.0, -1.1]),  # falling, uneven gaps
+    ([0, 4, 8, 12, 40, 41], [0.0, 4.0, -12.0, -8.0, 2.0, 1.5]),  # end slope 3.5 clipped to 3
+    ([0, 5, 9, 20, 41], [1.0, 1.0, 3.0, 2.0, 2.0]),  # flat ends
+])
+def test_pchip_matches_scipy_pchip(xs: list[int], ys: list[float]) -> None:
+    from scipy.interpolate import PchipInterpolator
+
     text = ", ".join(f"{x}:({y})" for x, y in zip(xs, ys, strict=True))
     got = schedule_values(text, 45, key="k", interpolation="pchip")
-    want = interpolate.PchipInterpolator(xs, ys)(list(range(42)))
+    want = PchipInterpolator(xs, ys)(list(range(42)))
     assert got[:42] == pytest.approx(list(want), abs=1e-12)
-    assert got[42:] == [-2.0] * 3
+    assert got[42:] == [ys[-1]] * 3
 
 
 @pytest.mark.parametrize(("text", "why"), [

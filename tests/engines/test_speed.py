@@ -20,6 +20,7 @@ from engines.planning.speed import (
     positions_from_speeds,
     source_positions,
     source_starts,
+    speeds,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,33 @@ def test_seconds_curve_equals_frame_curve() -> None:
     assert source_positions(48, seconds, 24) == source_positions(48, frames, 24)
     assert source_starts(48, seconds, 24)[-1] == pytest.approx(sum(
         1 / v for v in [1 - 0.5 * i / 24 for i in range(24)] + [0.5] * 24))
+
+
+def test_seconds_curve_without_spaces() -> None:
+    bare = SpeedSettings(curve="0:(1),1:(.5),2:(2)", curve_unit="seconds")
+    frames = SpeedSettings(curve="0:(1), 24:(.5), 48:(2)")
+    assert speeds(48, bare, 24) == speeds(48, frames, 24)
+
+
+def test_variable_speed_positions_golden() -> None:
+    # speeds 1, 0.5, 2, 1: source frames start at output times 0, 1, 3, 3.5 and end at 4.5,
+    # so 5 output frames (4.5 rounded half up), showing source positions:
+    assert positions_from_speeds([1.0, 0.5, 2.0, 1.0]) == [0.0, 1.0, 1.5, 2.0, 3.0]
+    assert positions_from_speeds([2.0, 0.5, 0.5, 1.0, 4.0]) == [0.0, 1.25, 1.75, 2.25, 2.75, 3.5]
+
+
+def test_source_starts_constant_and_curve() -> None:
+    assert source_starts(4, SpeedSettings(factor=0.5), 8) == [0.0, 2.0, 4.0, 6.0, 8.0]
+    ramp = source_starts(4, SpeedSettings(curve="0:(0.5), 3:(2)"), 8)
+    assert ramp == pytest.approx([0.0, 2.0, 3.0, 3.0 + 2 / 3, 3.0 + 2 / 3 + 0.5])
+
+
+def test_speed_limits_are_inclusive() -> None:
+    assert speeds(3, SpeedSettings(curve="0:(0.01), 2:(100)"), 8)[::2] == [0.01, 100.0]
+    assert planned_frames(100, SpeedSettings(target_duration_s=0.1), 10) == 1  # 100x: accepted
+    assert planned_frames(10, SpeedSettings(target_duration_s=0.5), 10) == 5  # 2x
+    with pytest.raises(ConfigError, match="100.5"):
+        speeds(3, SpeedSettings(curve="0:(100.5)"), 8)
 
 
 def test_exactly_one_mode_and_bad_values_name_the_key() -> None:

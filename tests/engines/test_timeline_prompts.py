@@ -26,6 +26,16 @@ def test_interpolate_weights_between_keyframes() -> None:
     assert [(p.text, p.weight) for p in out[8]] == [("b", 1.0)]
 
 
+def test_interpolate_moves_through_every_gap_of_three_keyframes() -> None:
+    out = frame_prompts(shot({"0": "a", "4": "b", "10": "c"}, "interpolate"), fps=8,
+                        n_frames=12, key="s")
+    weights = [[(p.text, round(p.weight, 4)) for p in f] for f in out]
+    assert weights[2] == [("a", 0.5), ("b", 0.5)]
+    assert weights[4] == [("b", 1.0)]  # on the middle key: that key alone
+    assert weights[7] == [("b", 0.5), ("c", 0.5)]
+    assert weights[10] == weights[11] == [("c", 1.0)]
+
+
 def test_story_keyframes_reach_the_plan_with_every_phrase() -> None:
     from engines.planning.film import Shot
     from engines.planning.prompts import Prompt

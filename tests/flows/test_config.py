@@ -129,11 +129,12 @@ def test_dead_vqgan_is_refused_unless_its_files_are_in_place(tmp_path: Path) -> 
 
 def test_show_prints_the_plan_and_leaves_no_run_directory(tmp_path: Path) -> None:
     """`make show` is read-only: the resolved config and timeline on stdout, nothing on disk."""
-    import os
     import subprocess
     import sys
 
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    from tests.helpers import repo_env
+
+    env = repo_env()
     proc = subprocess.run([sys.executable, "-m", "flows.render", "film=smoke", "seed=7", "--show"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr

@@ -3,14 +3,13 @@ it stops with the render, and it does not outlive a render killed with `kill -9`
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from flows.prefect_server import LOG_NAME, TemporaryServer
-from tests.helpers import ROOT
+from tests.helpers import ROOT, repo_env
 
 
 def alive(pid: int) -> bool:
@@ -38,7 +37,7 @@ def test_the_server_exits_when_the_render_is_killed(tmp_path: Path) -> None:
             "s = TemporaryServer(pathlib.Path(sys.argv[1])); s.wait(timeout=120)\n"
             "print(s.process.pid, flush=True); os.kill(os.getpid(), signal.SIGKILL)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, timeout=180,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          capture_output=True, text=True, env=repo_env())
     assert proc.returncode == -9, proc.stderr
     pid = int(proc.stdout.split()[0])
     deadline = time.monotonic() + 30

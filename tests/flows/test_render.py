@@ -119,16 +119,18 @@ def test_killed_render_resumes_byte_identical(smoke_run: dict, tmp_path: Path) -
     assert Path(record["video"]).read_bytes() == Path(smoke_run["record"]["video"]).read_bytes()
 
 
-def test_offline_real_model_fails_fast_naming_file_destination_and_url(tmp_path: Path) -> None:
+def test_offline_real_model_fails_before_rendering_naming_file_destination_and_url(
+        tmp_path: Path) -> None:
+    """No network (the suite never has one: tests/netguard.py), real weights missing: the render
+    stops before any frame, naming the file, where it goes and its URL."""
     models = tmp_path / "empty_models"
-    started = time.perf_counter()
     proc = run_cli("film=klee_garden", cache=tmp_path / "cache", models=models,
-                   run_dir=tmp_path / "run", check=False, timeout=120)
-    elapsed = time.perf_counter() - started
+                   run_dir=tmp_path / "run", check=False, timeout=300)
     assert proc.returncode != 0
     err = proc.stderr + proc.stdout
-    assert elapsed < 60
+    assert not (tmp_path / "cache" / "generate_frames").exists()  # nothing rendered
     assert "heibox.uni-heidelberg.de" in err or "huggingface.co" in err, err[-2000:]
+    assert "cannot download here" in err
     assert str(models) in err
     assert not [p for p in models.rglob("*") if p.is_file()]
     assert "Traceback" not in proc.stderr

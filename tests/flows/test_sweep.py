@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
+from tests.helpers import repo_env
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,7 +78,7 @@ def test_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
         """))
     (tmp_path / "app.py").write_text(APP)
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = repo_env()
     proc = subprocess.run([sys.executable, "app.py", "-m", "x=1,2,3", f"hydra.sweep.dir={sweep}"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     # Hydra's basic sweeper re-raises the first failure after the batch: every job has run

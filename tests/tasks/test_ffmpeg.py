@@ -88,3 +88,40 @@ def test_probe_refuses_non_video(tmp_path: Path) -> None:
     junk.write_bytes(b"not a video at all")
     with pytest.raises(PromptreelError, match="cannot read video"):
         probe(junk)
+
+
+def test_the_kill_hook_kills_the_ffmpeg_that_the_encode_runs(monkeypatch, tmp_path: Path) -> None:
+    """The crash-test hook (`PROMPTREEL_TEST_KILL_AT=<task>:ffmpeg`, tests/reliability/
+    test_kill.py) acts on the one ffmpeg the production path starts, once its output exists:
+    that process dies and the encode fails (the real hook then kills the render too)."""
+    import subprocess
+
+    import engines.media.ffmpeg as ff
+    from engines.core.crash import CURRENT_TASK, KILL_ENV
+
+    started, hooked = [], []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    out = tmp_path / "clip.mkv"
+
+    def hook(point: str, child=None) -> None:  # kill_point, short of killing this process
+        hooked.append((point, child, out.exists()))
+        child.kill()
+        child.wait()
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(ff, "kill_point", hook)
+    monkeypatch.setenv(KILL_ENV, "export_video:ffmpeg")
+    token = CURRENT_TASK.set("export_video")
+    try:
+        with pytest.raises(PromptreelError, match=r"while a test encode \(exit -9\)"):
+            run_argv([ffmpeg_exe(), *GLOBAL_ARGS, "-f", "lavfi", "-i",
+                      "testsrc2=size=64x48:rate=24:duration=30", "-c:v", "ffv1", str(out)],
+                     what="a test encode")
+    finally:
+        CURRENT_TASK.reset(token)
+    assert len(started) == 1 and hooked == [("ffmpeg", started[0], True)]
