@@ -2,7 +2,10 @@
 
 The only module that touches Hydra/OmegaConf: it turns the composed config into a frozen
 `RenderConfig` once (flows/config.py), then runs the three stage flows. `--show` prints the
-resolved config and the planned timeline and schedules, and runs nothing.
+resolved config and the planned timeline, and plots every shot's schedules into an image; it
+runs nothing. `--doctor` checks the machine, `--fetch-models` downloads. `--quiet` / `--verbose`
+set what the console shows (flows/console.py). `--config-dir DIR` adds DIR (films in DIR/film/)
+to where presets are found, for every one of these.
 """
 
 from __future__ import annotations
@@ -14,17 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-for _k, _v in {
-    "PREFECT_HOME": str(ROOT / ".prefect"),
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "PREFECT_LOGGING_LEVEL": "INFO",
-    "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_OFFLINE": "1",  # model downloads go through engines/weights.py only
-}.items():
-    os.environ.setdefault(_k, _v)
+from flows import console, env
+
+ROOT = env.ROOT
+env.apply()  # before prefect is imported: it reads its settings from the environment
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
@@ -55,6 +51,7 @@ class ExpectedErrors(logging.Filter):
 for _name in ("prefect.task_runs", "prefect.flow_runs"):
     if not any(isinstance(f, ExpectedErrors) for f in logging.getLogger(_name).filters):
         logging.getLogger(_name).addFilter(ExpectedErrors())
+VERBOSITY = console.pop_flags(sys.argv) if __name__ == "__main__" else console.NORMAL
 SHOW = "--show" in sys.argv
 FETCH = "--fetch-models" in sys.argv
 DOCTOR = "--doctor" in sys.argv
@@ -75,8 +72,16 @@ def to_config(dcfg: DictConfig):
     return build_config(raw, runtime)
 
 
-def compose_config(overrides: list[str], *, run_dir: str | None = None):
-    """The same RenderConfig the command line builds, from a list of overrides (tests, serving)."""
+def search_path_override(config_dir: Path) -> str:
+    """The override that adds `config_dir` to Hydra's search path, as `--config-dir` does."""
+    quoted = str(config_dir).replace("\\", "\\\\").replace("'", "\\'")
+    return f"hydra.searchpath=['file://{quoted}']"
+
+
+def compose_config(overrides: list[str], *, run_dir: str | None = None,
+                   config_dir: Path | None = None):
+    """The same RenderConfig the command line builds, from a list of overrides (tests, serving,
+    the read-only flags); `config_dir` as the command line's `--config-dir`."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -85,10 +90,11 @@ def compose_config(overrides: list[str], *, run_dir: str | None = None):
     from flows.config import build_config
 
     check_overrides(list(overrides))
+    extra = [search_path_override(config_dir)] if config_dir is not None else []
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            dcfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+            dcfg = compose("config", overrides=[*overrides, *extra], return_hydra_config=True)
     except HydraException as exc:
         raise hydra_error(exc) from None
     with open_dict(dcfg):
@@ -102,12 +108,18 @@ def compose_config(overrides: list[str], *, run_dir: str | None = None):
     return build_config(raw, runtime)
 
 
-def show(cfg) -> None:
-    """Print the resolved config, the planned timeline and every shot's schedules; run nothing."""
-    import math
+def show_plot_path(cfg) -> Path:
+    """Where `--show` writes its plot: outputs/show/<film>_schedules.png (replaced each time)."""
+    return Path.cwd() / "outputs" / "show" / f"{cfg.film.name}_schedules.png"
 
+
+def show(cfg) -> None:
+    """Print the resolved config, the planned timeline and a summary of every shot's schedules,
+    and plot the schedules (prompt weights and motion per frame) into an image; run nothing.
+    With --verbose, also the table of every frame."""
     from engines.timeline import shot_plan, timeline
-    from tasks.plan_timeline import schedule_table
+    from flows.plots import film_schedule_figure, schedule_table
+    from tasks.plan_timeline import schedule_table as frame_table
 
     print(json.dumps(cfg.model_dump(mode="json", exclude={"runtime"}), indent=2, default=str))
     tl = timeline([(s, cfg.shot_speed(s)) for s in cfg.film.shots], cfg.film.fps)
@@ -115,12 +127,23 @@ def show(cfg) -> None:
     plans = [shot_plan(s, fps=cfg.film.fps, width=cfg.resolution.width,
                        height=cfg.resolution.height, seed=cfg.shot_seed(i), key=f"film.shots.{i}")
              for i, s in enumerate(cfg.film.shots)]
-    table = schedule_table(plans)
-    step = max(1, math.ceil(len(table) / 240))  # at most ~240 rows on screen
-    note = f" (every {step}th frame)" if step > 1 else ""
-    print(f"\nschedules: prompt weights and camera motion per frame{note}")
-    print(table.iloc[::step].to_string(index=False, float_format=lambda v: f"{v:.4f}",
-                                       max_colwidth=90))
+    print("\nschedules per shot: prompt weights and camera motion (min..max over the shot)")
+    for plan in plans:
+        table = schedule_table(plan)
+        print(f"  {plan.name}: {plan.n_frames} frames")
+        for col in [c for c in table.columns if c.startswith("weight:")]:
+            w = table[col].dropna()
+            print(f"    weight {w.min():.3g}..{w.max():.3g} on frames {int(table['frame'][w.index].min())}"
+                  f"-{int(table['frame'][w.index].max())}: {col[7:]}")
+        print("    " + ", ".join(f"{c} {table[c].min():.4g}..{table[c].max():.4g}"
+                                 for c in ("zoom", "angle", "translation_x", "translation_y")))
+    path = film_schedule_figure(plans, show_plot_path(cfg),
+                                f"{cfg.film.name}: prompt weights and camera motion per frame")
+    print(f"\nschedule plot: {path}")
+    if console.VERBOSITY == console.VERBOSE:
+        print("\nschedules: prompt weights and camera motion per frame")
+        print(frame_table(plans).to_string(index=False, float_format=lambda v: f"{v:.4f}",
+                                           max_colwidth=90))
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -177,7 +200,7 @@ def render_overrides(overrides: list[str], run_dir_of=None) -> dict:
     run_dir = Path(cfg.runtime.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "render.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(console.RunFormatter())
     log.addHandler(handler)
     try:
         return render_film(cfg)
@@ -196,6 +219,7 @@ def in_multirun() -> bool:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     started = time.perf_counter()
+    console.setup(VERBOSITY)
     try:
         cfg = to_config(dcfg)
         if cfg.seed_drawn:
@@ -216,6 +240,10 @@ def main(dcfg: DictConfig) -> None:
             with temporary_settings(prefect_server.prefect_settings(server)):
                 record = render_film(cfg)
         log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))
+        if record.get("report"):
+            log.info("report: %s", record["report"])
+        if VERBOSITY == console.QUIET:
+            print(record.get("video"), flush=True)
     except PromptreelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if in_multirun():  # a failed job must not stop the sweep: record it, go on to the next
@@ -247,9 +275,9 @@ def read_only(cfg) -> int:
 def main_read_only(argv: list[str]) -> None:
     """The read-only flags, composed as a render would be but without Hydra's run directory
     (nothing is left in outputs/runs/). Multirun goes through Hydra (`main`) as usual."""
-    from flows.checks import cli_overrides
+    from flows.checks import cli_config_dir, cli_overrides
 
-    cfg = compose_config(cli_overrides(argv))
+    cfg = compose_config(cli_overrides(argv), config_dir=cli_config_dir(argv))
     if cfg.seed_drawn:
         print(f"seed -1: drew seed {cfg.seed}", file=sys.stderr)
     sys.exit(read_only(cfg))

@@ -105,7 +105,8 @@ def generate_frames(*, shot: Any, engine: Any, width: int, height: int, fps: flo
             if i % runtime.log_every == 0 or i == plan.n_frames - 1:
                 log.info("%s: frame %d/%d  iterations %s  loss %.4f  %.2f s/frame", shot.name,
                          i + 1, plan.n_frames, record.get("iterations"), record.get("loss", float("nan")),
-                         record.get("seconds", 0.0))
+                         record.get("seconds", 0.0),
+                         extra={"progress": (shot.name, i + 1, plan.n_frames)})  # console bar
 
         sink = DirectorySink(work, on_commit=progress)
         done, _ = sink.resume()

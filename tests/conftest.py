@@ -3,18 +3,14 @@ and a helper to run the real command line (`python -m flows.render ...`) in a su
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from flows import env
 from tests.helpers import ROOT
 
-os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+env.apply()  # the project's Prefect environment, before any test imports prefect
 
 TINY_MODELS = [("vqgan", "generated_vqgan_f16_tiny"), ("clip", "generated_clip_tiny"),
                ("musicgen", "generated_musicgen_tiny"), ("cyclegan", "generated_cyclegan_tiny")]
