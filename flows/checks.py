@@ -141,6 +141,17 @@ def cli_flags(argv: list[str]) -> tuple[list[str], dict[str, str | None]]:
     return overrides, flags
 
 
+def hydra_argv(argv: list[str]) -> list[str]:
+    """`argv` with every override first, then the flags (each with its value): Hydra's parser
+    takes no override after a flag, so `--config-dir DIR seed=3` works like `seed=3 --config-dir
+    DIR`, as it does for --show."""
+    overrides, flags = cli_flags(argv)
+    tail: list[str] = []
+    for name, value in flags.items():
+        tail += [name] if value is None else [name, value]
+    return [*overrides, *tail]
+
+
 def cli_overrides(argv: list[str]) -> list[str]:
     """The overrides of a `python -m flows.render` command line (its arguments minus flags and
     their values)."""
@@ -241,15 +252,16 @@ def is_hydra_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
 
 
-def cli(main: Callable[[], Any], argv: list[str]) -> None:
+def cli(main: Callable[[], Any], argv: list[str]) -> Any:
     """Run Hydra's `main` as `python -m flows.render`: overrides are checked before Hydra acts
     on any of them (it would instantiate callbacks and logging handlers before `main` runs), and
-    any bad input ends as `error: <message>` on stderr with exit code 2, never a traceback."""
+    any bad input ends as `error: <message>` on stderr with exit code 2, never a traceback.
+    Returns what `main` returns."""
     try:
         check_overrides(cli_overrides(argv))
         cli_config_dir(argv)  # an existing directory, before Hydra reads it
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors to us (even if set to 0)
-        main()
+        return main()
     except PromptreelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

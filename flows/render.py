@@ -288,4 +288,7 @@ if __name__ == "__main__":
     if (SHOW or DOCTOR or FETCH) and not {"-m", "--multirun"} & set(sys.argv[1:]):
         cli(lambda: main_read_only(sys.argv[1:]), sys.argv[1:])
     else:
+        from flows.checks import hydra_argv
+
+        sys.argv[1:] = cli(lambda: hydra_argv(sys.argv[1:]), sys.argv[1:])
         cli(main, sys.argv[1:])
