@@ -127,16 +127,19 @@ class TemporaryServer:
 
 
 def start() -> TemporaryServer | None:
-    """Start the temporary server for this process unless one runs already or Prefect is told to
-    use another (PREFECT_API_URL set, or its ephemeral server disabled). Returns it, or None."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
-
+    """Start the temporary server for this process unless one runs already or the environment
+    names another (PREFECT_API_URL) or disables it. Reads only the environment, so it runs
+    before Prefect is imported; `prefect_settings` checks Prefect's other sources (a profile
+    naming a server) and stops this one if it is not needed. Returns it, or None."""
     global _CURRENT
     if _CURRENT is not None and _CURRENT.process.poll() is None:
         return _CURRENT
-    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+    enabled = os.environ.get("PREFECT_SERVER_EPHEMERAL_ENABLED", "true").strip().lower()
+    if os.environ.get("PREFECT_API_URL") or enabled in ("0", "false", "no", "off"):
         return None
-    _CURRENT = TemporaryServer(Path(PREFECT_HOME.value()))
+    from flows import env
+
+    _CURRENT = TemporaryServer(Path(env.apply()["PREFECT_HOME"]))
     return _CURRENT
 
 
@@ -148,10 +151,14 @@ def prefect_settings(server: TemporaryServer) -> dict:
         PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
         PREFECT_LOGGING_TO_API_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_ENABLED,
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
         PREFECT_UI_URL,
     )
 
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        server.stop()  # a Prefect profile names a server, or disables temporary ones
+        return {}
     url = server.wait(timeout=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
     return {PREFECT_API_URL: url, PREFECT_UI_URL: "", PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
             PREFECT_LOGGING_TO_API_ENABLED: False}

@@ -22,16 +22,14 @@ from flows import console, env
 ROOT = env.ROOT
 env.apply()  # before prefect is imported: it reads its settings from the environment
 
+# Prefect and the stage flows (tasks, pandas, engines) are imported once the config is valid and
+# Prefect's temporary server has been started: they load while it boots (about 2 s on 2 cores).
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
-from prefect import flow  # noqa: E402
 
 from engines.errors import PromptreelError  # noqa: E402
 from flows import prefect_server  # noqa: E402
 from flows.checks import check_overrides, cli, hydra_error  # noqa: E402
-from flows.post_production import post_production  # noqa: E402
-from flows.pre_production import model_entries, pre_production  # noqa: E402
-from flows.production import production  # noqa: E402
 
 log = logging.getLogger("promptreel")
 
@@ -156,9 +154,24 @@ def link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-@flow(name="render")
+_RENDER_FLOW = None
+
+
 def render_film(cfg) -> dict:
+    """Run the parent flow `render` (a Prefect flow, built on first use) on `cfg`."""
+    global _RENDER_FLOW
+    if _RENDER_FLOW is None:
+        from prefect import flow
+
+        _RENDER_FLOW = flow(name="render")(render)
+    return _RENDER_FLOW(cfg)
+
+
+def render(cfg) -> dict:
     """The parent flow: pre-production -> production -> post-production, then the run record."""
+    from flows.post_production import post_production
+    from flows.pre_production import pre_production
+    from flows.production import production
     from tasks.artefacts import write_json
     from tasks.cache import LEDGER
 
@@ -237,6 +250,10 @@ def main(dcfg: DictConfig) -> None:
             import torch  # noqa: F401
             from prefect.settings import temporary_settings
 
+            import flows.post_production  # noqa: F401
+            import flows.pre_production  # noqa: F401
+            import flows.production  # noqa: F401
+
             with temporary_settings(prefect_server.prefect_settings(server)):
                 record = render_film(cfg)
         log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))
@@ -265,6 +282,7 @@ def read_only(cfg) -> int:
 
         return doctor(cfg)
     elif FETCH:
+        from flows.pre_production import model_entries
         from tasks.select_models import prepare
 
         for entry in model_entries(cfg):
@@ -283,12 +301,46 @@ def main_read_only(argv: list[str]) -> None:
     sys.exit(read_only(cfg))
 
 
+def fast_exit(code: int) -> None:
+    """End the process the way a normal exit would (non-daemon threads joined, atexit handlers
+    run: Prefect sends what it still holds, the temporary server stops; logs and stdio flushed),
+    then skip the interpreter's teardown of torch, open_clip and Prefect's modules, which takes
+    2-3 s on a 2-core machine and does nothing a user needs."""
+    import atexit
+    import threading
+
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def exit_code(exc: SystemExit) -> int:
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
 if __name__ == "__main__":
     # overrides checked before Hydra acts; bad input -> `error: ...`, exit 2
-    if (SHOW or DOCTOR or FETCH) and not {"-m", "--multirun"} & set(sys.argv[1:]):
-        cli(lambda: main_read_only(sys.argv[1:]), sys.argv[1:])
-    else:
-        from flows.checks import hydra_argv
+    try:
+        if (SHOW or DOCTOR or FETCH) and not {"-m", "--multirun"} & set(sys.argv[1:]):
+            cli(lambda: main_read_only(sys.argv[1:]), sys.argv[1:])
+        else:
+            from flows.checks import hydra_argv
 
-        sys.argv[1:] = cli(lambda: hydra_argv(sys.argv[1:]), sys.argv[1:])
-        cli(main, sys.argv[1:])
+            sys.argv[1:] = cli(lambda: hydra_argv(sys.argv[1:]), sys.argv[1:])
+            cli(main, sys.argv[1:])
+    except SystemExit as exc:
+        fast_exit(exit_code(exc))
+    fast_exit(0)
