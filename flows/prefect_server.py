@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -74,6 +75,7 @@ class TemporaryServer:
         self.log_path = Path(home) / LOG_NAME
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.ready = False
+        self.started = time.monotonic()
         self._spawn()
         atexit.register(self.stop)
 
@@ -100,7 +102,9 @@ class TemporaryServer:
     def wait(self, timeout: float = 90.0) -> str:
         """Block until the API answers; return its URL. RuntimeError (with the tail of the
         server's log) if it exits or does not answer within `timeout` seconds."""
-        deadline, tries = time.monotonic() + timeout, 1
+        if self.ready:
+            return self.api_url
+        deadline, tries, waited = time.monotonic() + timeout, 1, time.monotonic()
         while not self.ready:
             if self.healthy():
                 self.ready = True
@@ -114,6 +118,10 @@ class TemporaryServer:
                 raise RuntimeError(f"Prefect's temporary server did not start (log "
                                    f"{self.log_path}):\n{tail}")
             time.sleep(0.05)
+        now = time.monotonic()
+        logging.getLogger("promptreel").debug(
+            "Prefect's temporary server answered %.1f s after its start (waited %.1f s for it)",
+            now - self.started, now - waited)
         return self.api_url
 
     def stop(self) -> None:

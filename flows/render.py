@@ -254,6 +254,7 @@ def main(dcfg: DictConfig) -> None:
             import flows.pre_production  # noqa: F401
             import flows.production  # noqa: F401
 
+            log.debug("imports done %.1f s after the start", time.perf_counter() - started)
             with temporary_settings(prefect_server.prefect_settings(server)):
                 record = render_film(cfg)
         log.info("done in %.1f s: %s", time.perf_counter() - started, record.get("video"))
