@@ -45,6 +45,9 @@ show: ## print the resolved config, timeline and schedules of a preset; runs not
 smoke: ## the whole DAG on generated tiny models on CPU (random weights: the imagery is noise)
 	$(PY) -m flows.render film=smoke $(args)
 
+stop: ## end the open-ended shot rendering now (engine max_iterations=-1), as Ctrl-C: make stop [args="runtime.cache_dir=..."]
+	$(PY) -m flows.stop $(args)
+
 fetch-models: ## download (on a connected box) every model a preset needs: make fetch-models conf=klee_garden
 	$(PY) -m flows.render film=$(conf) $(args) --fetch-models
 
@@ -73,4 +76,4 @@ worker: ## several boxes: one worker per GPU box on the pool, one render at a ti
 doctor: ## check ffmpeg, GPU, free disk, the models a preset needs, Prefect: make doctor conf=klee_garden
 	$(PY) -m flows.render film=$(conf) $(args) --doctor
 
-.PHONY: help setup test render show smoke fetch-models doctor sweep server serve queue deploy worker
+.PHONY: help setup test render show smoke stop fetch-models doctor sweep server serve queue deploy worker

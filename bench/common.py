@@ -24,20 +24,12 @@ def models_dir() -> Path:
 
 def load(vqgan: str | None, clip: str, device: str, models: Path | None = None) -> tuple:
     """(VQGAN or None, Perceptor) from the registry, loaded like a render loads them."""
-    from engines import perceptor, weights
+    from engines.models.loaded import load_model
+    from engines.models.registry import load_entry
 
     models = models or models_dir()
-    vq = (weights.load_vqgan(weights.load_entry("vqgan", vqgan, CONF), models, device)
-          if vqgan else None)
-    return vq, perceptor.load_clip(weights.load_entry("clip", clip, CONF), models, device)
-
-
-def pick_device(requested: str = "auto") -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return requested
+    vq = load_model(load_entry("vqgan", vqgan, CONF), models, device) if vqgan else None
+    return vq, load_model(load_entry("clip", clip, CONF), models, device)
 
 
 def sync(device: str) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from engines.core.device import pick_device
 
 PROMPT = "Garden full of flowers and plants in Paul Klee style"
 PER_FRAME = 10  # iterations per frame for frames/s
@@ -38,8 +39,8 @@ PIXEL_EXTRA = "1280x720"  # pixel_clip costs the same at any size on a CPU (CLIP
 
 
 def _plan(w: int, h: int, frames: int = 2) -> Any:
-    from engines.prompts import Prompt
-    from engines.shot import FramePlan, ShotPlan
+    from engines.planning.plan import FramePlan, ShotPlan
+    from engines.planning.prompts import Prompt
 
     return ShotPlan("bench", w, h, 12.0, 0, (FramePlan((Prompt(PROMPT),)),) * frames)
 
@@ -92,11 +93,11 @@ def vqgan_case(w: int, h: int, vq: Any, perc: Any, device: str, n: dict[str, int
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from engines import vqgan_clip as V
+    from engines.frames import vqgan_clip as V
     from tasks.frame_sink import DirectorySink
 
     plan = _plan(w, h)
-    prompts = plan.frames[0].prompts
+    prompts = plan.frames[0]  # the FramePlan: its prompts
     out: dict[str, Any] = {"engine": V.NAME, "size": f"{w}x{h}", "cutouts": 32}
     with _Memory(device) as mem:
         for path in ("fast", "reference"):
@@ -129,7 +130,7 @@ def vqgan_case(w: int, h: int, vq: Any, perc: Any, device: str, n: dict[str, int
 def pixel_case(w: int, h: int, perc: Any, device: str, n: dict[str, int]) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from engines import pixel_clip as P
+    from engines.frames import pixel_clip as P
     from tasks.frame_sink import DirectorySink
 
     plan = _plan(w, h)
@@ -175,7 +176,7 @@ def bf16_effect(device: str, models: Path | None = None, size: int = 128) -> dic
     for the real sizes); CUDA: the real architectures, fast path (bf16) against reference."""
     import torch
 
-    from engines import vqgan_clip as V
+    from engines.frames import vqgan_clip as V
 
     cuda = device.startswith("cuda")
     vq, perc = (common.load(common.VQGAN, common.CLIP, device, models) if cuda else
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--clip", default=common.CLIP)
     ap.add_argument("--out", required=True, help="JSON file for the results")
     a = ap.parse_args(argv)
-    device = common.pick_device(a.device)
+    device = pick_device(a.device)
     sizes = tuple(a.sizes.split(",")) if a.sizes else (
         CUDA_SIZES if device.startswith("cuda") else CPU_SIZES)
     result = run_all(device, sizes, Path(a.models) if a.models else None, a.vqgan, a.clip,

@@ -1,4 +1,4 @@
-"""The memory estimate (engines/memory.py) against the memory one iteration really takes.
+"""The memory estimate (engines/frames/memory.py) against the memory one iteration really takes.
 
 For each size, in increasing order, in one fresh process: the engine's own `probe` (one
 iteration: start, loss, backward, optimiser step) runs on the real models, and
@@ -34,9 +34,9 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def settings_for(engine: str, overrides: dict[str, Any]) -> Any:
-    from flows.config import engine_names
+    from engines.frames.registry import ENGINES
 
-    return engine_names()[engine].model_validate(overrides)
+    return ENGINES[engine].Settings.model_validate(overrides)
 
 
 def measure(engine: str, sizes: list[tuple[int, int]], overrides: dict[str, Any], vqgan: str,
@@ -44,18 +44,21 @@ def measure(engine: str, sizes: list[tuple[int, int]], overrides: dict[str, Any]
     """Rows {size, estimate, measured, ratio} (bytes) for each size, in this process."""
     import torch
 
-    from engines import memory
+    from engines.frames import memory
+    from engines.frames.registry import ENGINES
 
-    module = memory._engine(engine)
+    module = ENGINES[engine]
     settings = settings_for(engine, overrides)
-    vq, perc = common.load(vqgan if engine == "vqgan_clip" else None, clip, device,
+    vq, perc = common.load(vqgan if "vqgan" in module.MODELS else None, clip, device,
                            Path(models) if models else None)
+    loaded = {"clip": (perc,), **({"vqgan": (vq,)} if vq is not None else {})}
+    real = {"clip": [perc], **({"vqgan": vq} if vq is not None else {})}
     cuda = device.startswith("cuda")
-    module.probe(settings, 64, 64, vqgan=vq, perceptors=[perc], device=device)  # warm-up
-    prober = memory.Prober(engine, settings, perceptors=[perc], vqgan=vq, device=device)
+    module.memory_step(settings, 64, 64, real, device=device)  # warm-up
+    tracer = memory.MemoryTracer(module, settings, loaded, device)
     rows = []
     for w, h in sizes:
-        est = prober.working(settings, w, h)
+        est = tracer.working(settings, w, h)
         common.sync(device)
         if cuda:
             torch.cuda.empty_cache()
@@ -64,7 +67,7 @@ def measure(engine: str, sizes: list[tuple[int, int]], overrides: dict[str, Any]
         else:
             common.reset_peak()
             before = common.rss()["VmRSS"]
-        module.probe(settings, w, h, vqgan=vq, perceptors=[perc], device=device)
+        module.memory_step(settings, w, h, real, device=device)
         common.sync(device)
         got = (torch.cuda.max_memory_allocated() if cuda else common.rss()["VmHWM"]) - before
         rows.append({"size": f"{w}x{h}", "estimate": est, "measured": got,

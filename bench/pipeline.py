@@ -8,7 +8,7 @@ the export against a plain ffmpeg command on the same frames.
   loading, the other tasks, ffmpeg). The other tasks' own seconds come from run.json.
 - cached: the same command again (new run dir, same cache): everything is a cache hit.
 - export: N synthetic frames (a moving colour gradient, so the encoder has real work) encoded
-  by the project's path (`engines.editing.encode_intermediate` to FFV1, then `export` with the
+  by the project's path (`engines.media.editing.encode_intermediate` to FFV1, then `export` with the
   h264 preset, both with their frame-count checks) and by one plain
   `ffmpeg -framerate 12 -i %06d.png -c:v libx264 -crf 18 -preset medium -pix_fmt yuv420p`,
   same ffmpeg binary.
@@ -117,8 +117,8 @@ def write_frames(folder: Path, n: int, w: int, h: int) -> None:
 
 
 def export_throughput(n: int = 120, w: int = 640, h: int = 360, fps: float = 12.0) -> dict:
-    from engines import editing
-    from tasks.ffmpeg import ffmpeg_exe
+    from engines.media import editing
+    from engines.media.ffmpeg import ffmpeg_exe
 
     with tempfile.TemporaryDirectory() as tmp:
         frames = Path(tmp) / "frames"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from engines.core.device import pick_device
 
 DOC = common.ROOT / "docs" / "benchmarks.md"
 MEMCHECK_SIZES = ("128x128", "256x256", "512x288")
@@ -49,18 +50,18 @@ def published_estimates(vqgan: str, clip: str, models: Path | None) -> list[dict
     """Our CUDA estimate for nerdyrodent's defaults (fp32, 32 cutouts, ViT-B/32, f16 16384) at
     the sizes users reported on an RTX 3090 (nvidia-smi, so CUDA context and cache included).
     Meta copies of models loaded on the CPU: no GPU needed."""
-    from engines import memory
-    from engines import vqgan_clip as V
+    from engines.frames import memory
+    from engines.frames import vqgan_clip as V
 
     vq, perc = common.load(vqgan, clip, "cpu", models)
     rows = []
     for path in ("reference", "fast"):
-        prober = memory.Prober(V.NAME, V.Settings(cutn=32, path=path), perceptors=[perc],
-                               vqgan=vq, device="cuda")
+        tracer = memory.MemoryTracer(V, V.Settings(cutn=32, path=path),
+                               {"vqgan": (vq,), "clip": (perc,)}, device="cuda")
         for size, gib in PUBLISHED:
             w, h = (int(v) for v in size.split("x"))
-            work = prober.working(V.Settings(cutn=32, path=path), w, h)
-            rows.append({"size": size, "path": path, "weights": prober.weights,
+            work = tracer.working(V.Settings(cutn=32, path=path), w, h)
+            rows.append({"size": size, "path": path, "weights": tracer.weights,
                          "working": work, "published_gib": gib})
     return rows
 
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", default=None, help="models dir (default: the render's)")
     argv = sys.argv[1:] if argv is None else argv
     a = ap.parse_args(argv)
-    device = common.pick_device(a.device)
+    device = pick_device(a.device)
     skip = set(filter(None, a.skip.split(",")))
     models = Path(a.models) if a.models else None
     pick = ["--vqgan", a.vqgan, "--clip", a.clip] + (["--models", a.models] if a.models else [])

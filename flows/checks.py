@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CONF = Path(__file__).resolve().parent.parent / "conf"
@@ -313,18 +313,26 @@ def check_checkpoint_file(path: str, key: str) -> None:
 
 # ---------------------------------------------------------------- semantics
 def check_semantics(cfg: Any) -> None:
-    from engines.prompts import parse_image_prompt, parse_prompt_schedule
-    from engines.speed import planned_frames
-    from engines.timeline import shot_frames, shot_plan, timeline
+    """`cfg`: the RenderConfig flows/config.py is building (this module is below it)."""
+    from engines.frames.registry import ENGINES
+    from engines.models.registry import CONFIG_KEYS
+    from engines.planning.prompts import parse_image_prompt, parse_prompt_schedule
+    from engines.planning.speed import planned_frames
+    from engines.planning.timeline import shot_frames, timeline
+    from tasks.stop import open_ended
 
     film = cfg.film
-    for i, shot in enumerate(film.shots):
+    for i, (shot, plan) in enumerate(zip(film.shots, cfg.shot_plans(), strict=True)):
         key = f"film.shots.{i}"
-        choice = cfg.shot_engine(shot)  # validates engine overrides
-        plan = shot_plan(shot, fps=film.fps, width=cfg.resolution.width,
-                         height=cfg.resolution.height, seed=cfg.shot_seed(i), key=key)
-        if not any(p.weight != 0 for f in plan.frames for p in f.prompts) and not shot.image_prompts:
+        settings = cfg.shot_engine(shot)  # validates engine overrides
+        if shot.frames is None and shot.seconds is None and not open_ended(settings):
+            raise ConfigError(f"{key}.frames", None, "a length: frames or seconds (one of them)",
+                              "only an open-ended shot (engine max_iterations: -1) may leave "
+                              "both out")
+        if not any(p.weight != 0 for f in plan.frames for ph in (f.story or (f.prompts,))
+                   for p in ph) and not shot.image_prompts:
             raise ConfigError(f"{key}.prompts", shot.prompts, "at least one prompt with a non-zero weight")
+        _check_story(shot, settings, key, film.fps)
         if isinstance(shot.prompts, dict) and shot.transition.kind != "interpolate":
             n = len(plan.frames)
             for label, line in shot.prompts.items():
@@ -338,13 +346,24 @@ def check_semantics(cfg: Any) -> None:
             raise ConfigError(f"{key}.motion.zoom", shot.motion.zoom, "a scale > 0 at every frame "
                               "(1 = still, 1.02 = 2% closer per frame)",
                               f"frame {bad_zoom} gives {plan.frames[bad_zoom].zoom:g}")
+        if shot.continues and i == 0:
+            raise ConfigError(f"{key}.continue", shot.continues, "a shot after another one",
+                              "the first shot has no shot before it")
+        if shot.continues and shot.init_image:
+            raise ConfigError(f"{key}.init_image", shot.init_image, "null with continue: "
+                              "previous", "the shot starts from the previous shot's last frame")
         if shot.init_image:
             check_image_file(shot.init_image, f"{key}.init_image")
         for j, spec in enumerate(shot.image_prompts):
             path, _w, _s = parse_image_prompt(spec, key=f"{key}.image_prompts.{j}")
             check_image_file(path, f"{key}.image_prompts.{j}")
-        if choice.name == "vqgan_clip" and cfg.vqgan.source == "dead":
-            _check_dead_model(cfg.vqgan, cfg.runtime.models_dir)
+        engine = ENGINES[settings.name]
+        if hasattr(engine, "check"):  # the engine's own rules (frame counts, sizes...)
+            engine.check(settings, plan, key)
+        for kind, entries in engine.models(settings, cfg.film_models()).items():
+            for entry in entries:
+                if entry.source == "dead":
+                    _check_dead_model(entry, CONFIG_KEYS[kind], cfg.runtime.models_dir)
     after = [planned_frames(shot_frames(s, film.fps), cfg.shot_speed(s), film.fps,
                             key=f"film.shots.{i}.speed" if s.speed is not None else "speed")
              for i, s in enumerate(film.shots)]
@@ -356,18 +375,18 @@ def check_semantics(cfg: Any) -> None:
                               f"at most {most / film.fps:g} s ({most} frames at {film.fps:g} fps)",
                               f"a cross-fade must be shorter than both shots: {after[i]} and "
                               f"{after[i + 1]} frames after speed changes")
-    timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps)  # lengths add up
+    timeline([(s, cfg.shot_speed(s)) for s in film.shots], film.fps, film.fit_fps)  # lengths add up
     _check_export_size(cfg)
     st = cfg.soundtrack
     if st.source == "musicgen_melody" and cfg.music_model is not None \
             and not (cfg.music_model.arch or {}).get("melody"):
-        why = ("debug.music_model put a generated model here, and a generated model cannot "
-               "follow a melody" if cfg.debug.music_model == st.model else
+        why = ("a generated model (debug=smoke puts one here) cannot follow a melody"
+               if cfg.music_model.source == "generated" else
                "soundtrack=musicgen_melody follows a melody; this model only reads text")
         raise ConfigError("soundtrack.model", st.model, "a melody model (arch.melody: true in "
                           "conf/soundtrack/models/), e.g. musicgen_melody", why)
     if st.source in ("file", "musicgen_melody"):
-        from engines.audio import check_audio_file
+        from engines.media.audio import check_audio_file
 
         path = st.file if st.source == "file" else st.melody
         check_audio_file(path, f"soundtrack.{'file' if st.source == 'file' else 'melody'}")
@@ -375,20 +394,41 @@ def check_semantics(cfg: Any) -> None:
         check_checkpoint_file(cfg.refine.checkpoint, "refine.checkpoint")
 
 
-def _check_dead_model(entry: Any, models_dir: Any) -> None:
-    """A registry entry whose host is gone renders only if its files are already on disk."""
-    from engines import weights
+def _check_story(shot: Any, settings: Any, key: str, fps: float) -> None:
+    """A line with story phrases (`^`) needs an engine with a story mode switched on."""
+    from engines.planning.prompts import parse_prompt_schedule
 
-    problems = weights.preflight([entry], Path(models_dir))
+    schedule = parse_prompt_schedule(shot.prompts, key=f"{key}.prompts", fps=fps)
+    if not schedule.has_story:
+        return
+    line = shot.prompts if isinstance(shot.prompts, str) else next(
+        v for v in shot.prompts.values() if "^" in v)
+    if "story_every" not in type(settings).model_fields:
+        raise ConfigError(f"{key}.prompts", line, "a line without '^' (story phrases)",
+                          f"engine {settings.name} has no story mode; give the phrases as "
+                          "keyframes instead")
+    if settings.story_every is None:
+        raise ConfigError(f"{key}.prompts", line, "story phrases ('^') with engine.story_every "
+                          "set (iterations per phrase)", "with story_every null the phrases "
+                          "would never switch: set engine.story_every=N (nerdyrodent's -cpe N), "
+                          "or remove '^'")
+
+
+def _check_dead_model(entry: Any, key: str, models_dir: Any) -> None:
+    """A registry entry whose host is gone renders only if its files are already on disk."""
+    from engines.models import weights
+    from engines.models.registry import model_dir
+
+    problems = weights.missing_files([entry], Path(models_dir))
     if problems:
-        raise ConfigError("vqgan", entry.name, "a model whose download is alive, or whose files "
-                          f"are already in {weights.model_dir(entry, Path(models_dir))}",
+        raise ConfigError(key, entry.name, "a model whose download is alive, or whose files "
+                          f"are already in {model_dir(entry, Path(models_dir))}",
                           entry.notes or "its host is gone")
 
 
 def _check_export_size(cfg: Any) -> None:
     """The export's pixel format fits its size (4:2:0 needs even sides), before any rendering."""
-    from engines.editing import check_even
+    from engines.media.editing import check_even
 
     ex, res = cfg.export, cfg.resolution
     check_even(ex, ex.width or res.width, ex.height or res.height,

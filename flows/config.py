@@ -12,48 +12,28 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from engines.errors import ConfigError
-from engines.weights import ModelEntry
+from engines.core.errors import ConfigError
+from engines.frames.base import EngineSettings
+from engines.frames.registry import ENGINES, EngineConfig
+from engines.media.editing import ExportSettings
+from engines.models.registry import ModelEntry
+from engines.music.musicgen import SoundtrackSettings
+from engines.planning.film import Film, Shot
+from engines.planning.plan import ShotPlan
+from engines.planning.speed import SpeedSettings
+from engines.post.refine import RefineSettings
+from tasks.runtime import Runtime
 
-SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_SIDE = 8192  # pixels; larger is refused as absurd
-MAX_FRAMES = 100_000
 MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (NumPy's range; torch takes them all)
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def slug(v: str) -> str:
-    """A film or shot name: it becomes part of paths, so no '/', no leading '.', no spaces."""
-    if not SLUG.match(v):
-        raise ValueError("accepted: a name of letters, digits, '_', '-', '.' (not first), "
-                         "at most 64 characters")
-    return v
-
-
-class Runtime(Frozen):
-    """Where and how to run: never part of any cache key."""
-
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    cache_dir: Path  # artefact cache (absolute)
-    models_dir: Path  # downloaded and generated weights
-    run_dir: Path  # this run's Hydra output dir (report, final video link)
-    download: bool = True  # fetch missing weights on first use
-    threads: int | None = Field(default=None, ge=1)  # CPU threads for torch (None = torch default)
-    log_every: int = Field(default=1, ge=1)  # log a progress line every N frames
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
-            raise ValueError("accepted: auto, cpu, cuda or cuda:N")
-        return v
 
 
 class Resolution(Frozen):
@@ -62,119 +42,22 @@ class Resolution(Frozen):
     height: int = Field(gt=0, le=MAX_SIDE)
 
 
-class Motion(Frozen):
-    """Camera motion per frame (animate_2d), each a Deforum-style schedule string of `t`."""
-
-    zoom: str = "0:(1.0)"  # scale per frame (1.02 = 2% closer each frame)
-    angle: str = "0:(0)"  # degrees per frame, counter-clockwise
-    translation_x: str = "0:(0)"  # pixels per frame, right positive
-    translation_y: str = "0:(0)"  # pixels per frame, down positive
-    interpolation: Literal["linear", "cubic"] = "linear"
-
-
-class PromptTransition(Frozen):
-    kind: Literal["cut", "crossfade", "interpolate"] = "cut"  # between prompt keyframes (engines/timeline.py)
-    frames: int = Field(default=0, ge=0)  # crossfade length in frames, starting at the key
-
-
-class ShotJoin(Frozen):
-    """How this shot joins the next one (post-production blend_shots)."""
-
-    kind: str = "cut"  # cut, or an ffmpeg xfade transition: fade, dissolve, wipeleft, ...
-    seconds: float = Field(default=0.0, ge=0)  # overlap length of a cross-fade
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, v: str) -> str:
-        from engines.editing import TRANSITIONS
-
-        if v != "cut" and v not in TRANSITIONS:
-            raise ValueError(f"accepted: cut, {', '.join(sorted(TRANSITIONS))}")
-        return v
-
-
-class Shot(Frozen):
-    name: str
-    prompts: str | dict[str, str]  # one prompt line, or keyframes {"0": ..., "30": ...} / {"2.5s": ...}
-    frames: int | None = Field(default=None, gt=0, le=MAX_FRAMES)  # length in frames ...
-    seconds: float | None = Field(default=None, gt=0)  # ... or in seconds (one of the two)
-    transition: PromptTransition = PromptTransition()
-    engine: str | None = None  # None: the film's engine
-    engine_overrides: dict[str, Any] = {}  # fields of the engine's settings for this shot only
-    motion: Motion = Motion()
-    image_prompts: tuple[str, ...] = ()  # "path:weight[:stop]"
-    init_image: str | None = None
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # None: the film seed + the shot's index
-    speed: dict[str, Any] | None = None  # this shot's speed settings (None: the film's)
-    join: ShotJoin = ShotJoin()
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return slug(v)
-
-    @field_validator("prompts", mode="before")
-    @classmethod
-    def _keys(cls, v: Any) -> Any:
-        """Keyframe keys as text: YAML `{0: a, 30: b}` and Hydra's `+...prompts={0: a}` give ints."""
-        if isinstance(v, dict):
-            return {k if isinstance(k, str) or isinstance(k, bool) else str(k): x
-                    for k, x in v.items()}
-        return v
-
-    @model_validator(mode="after")
-    def _length(self) -> Shot:
-        if (self.frames is None) == (self.seconds is None):
-            raise ValueError("give exactly one of frames or seconds")
-        return self
-
-
-class Film(Frozen):
-    name: str  # names the run directory (outputs/runs/<name>/...): a slug, no '/' or '..'
-    fps: float = Field(gt=0, le=240)  # frames per second of the rendered shots and the export
-    shots: tuple[Shot, ...] = Field(min_length=1)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return slug(v)
-
-    @model_validator(mode="after")
-    def _unique(self) -> Film:
-        names = [s.name for s in self.shots]
-        if len(set(names)) != len(names):
-            raise ValueError(f"shot names must be unique, got {names}")
-        return self
-
-
-class Debug(Frozen):
-    name: str = "none"
-    engine_overrides: dict[str, dict[str, Any]] = {}  # engine name -> settings forced on it
-    music_model: str | None = None  # registry name forced on a musicgen soundtrack
-    cyclegan_model: str | None = None  # registry name forced on cyclegan refinement
-
-
-class EngineChoice(Frozen):
-    name: str
-    settings: Any  # the engine's own pydantic Settings
-
-
 class RenderConfig(Frozen):
     seed: int  # explicit; -1 was replaced by a drawn seed (recorded in the run report)
     seed_drawn: bool = False
     film: Film
-    engine: EngineChoice
+    engine: EngineConfig  # the film's engine and its settings (conf/engine/<name>.yaml)
+    engines: dict[str, dict[str, Any]] = {}  # engine name -> settings for every shot using it
     vqgan: ModelEntry
     clip: ModelEntry
     extra_clip: tuple[ModelEntry, ...] = ()
     resolution: Resolution
-    export: Any
-    speed: Any
-    refine: Any
-    soundtrack: Any
+    export: ExportSettings
+    speed: SpeedSettings
+    refine: RefineSettings
+    soundtrack: SoundtrackSettings
     music_model: ModelEntry | None = None
     cyclegan: ModelEntry | None = None
-    debug: Debug = Debug()
     runtime: Runtime
 
     def shot_key(self, shot: Shot) -> str:
@@ -182,44 +65,73 @@ class RenderConfig(Frozen):
         names = [s.name for s in self.film.shots]
         return f"film.shots.{names.index(shot.name) if shot.name in names else shot.name}"
 
-    def shot_engine(self, shot: Shot) -> EngineChoice:
-        """The engine and settings of one shot (film engine + the shot's overrides)."""
+    def shot_engine(self, shot: Shot) -> EngineSettings:
+        """The engine settings of one shot: the film's `engine` (when the shot uses that
+        engine), then `engines.<name>`, then the shot's own `engine_overrides`."""
         name = shot.engine or self.engine.name
-        base = self.engine.settings.model_dump() if name == self.engine.name else {}
-        forced = self.debug.engine_overrides.get(name, {})
         key = self.shot_key(shot)
-        if name not in engine_names():
-            raise ConfigError(f"{key}.engine", name, ", ".join(sorted(engine_names())))
-        return engine_choice({"name": name, **base, **shot.engine_overrides, **forced},
-                             key=f"{key}.engine_overrides")
+        if name not in ENGINES:
+            raise ConfigError(f"{key}.engine", name, ", ".join(sorted(ENGINES)))
+        base = self.engine.model_dump() if name == self.engine.name else {}
+        return engine_settings({**base, **self.engines.get(name, {}), **shot.engine_overrides,
+                                "name": name}, key=f"{key}.engine_overrides")
+
+    def film_models(self) -> dict[str, tuple[ModelEntry, ...]]:
+        """The models chosen film-wide, by kind: what engines pick from (engines/frames/base.py)."""
+        return {"vqgan": (self.vqgan,), "clip": (self.clip, *self.extra_clip)}
+
+    def shot_models(self, shot: Shot) -> dict[str, tuple[ModelEntry, ...]]:
+        """The registry entries the shot's engine needs, by kind."""
+        settings = self.shot_engine(shot)
+        return ENGINES[settings.name].models(settings, self.film_models())
+
+    def shot_plans(self) -> tuple[ShotPlan, ...]:
+        """Every shot's plan (engines/planning/plan.py): what its engine renders, frame by frame.
+        Pre-production makes them once and hands them on; validation reads the same ones."""
+        from engines.planning.timeline import shot_plan
+
+        return tuple(shot_plan(s, fps=self.film.fps, width=self.resolution.width,
+                               height=self.resolution.height, seed=self.shot_seed(i),
+                               key=f"film.shots.{i}") for i, s in enumerate(self.film.shots))
 
     def shot_seed(self, index: int) -> int:
         shot = self.film.shots[index]
         return shot.seed if shot.seed is not None else self.seed + index
 
-    def shot_speed(self, shot: Shot) -> Any:
+    def shot_speed(self, shot: Shot) -> SpeedSettings:
         if shot.speed is None:
             return self.speed
-        from engines.speed import SpeedSettings, merged
+        from engines.planning.speed import merged
 
         return _validated(SpeedSettings, merged(self.speed, shot.speed),
                           f"{self.shot_key(shot)}.speed")
 
 
 # ---------------------------------------------------------------- building
-def engine_names() -> dict[str, Any]:
-    from engines import pixel_clip, vqgan_clip
-
-    return {vqgan_clip.NAME: vqgan_clip.Settings, pixel_clip.NAME: pixel_clip.Settings}
-
-
-def engine_choice(raw: dict[str, Any], *, key: str = "engine") -> EngineChoice:
+def engine_settings(raw: dict[str, Any], *, key: str = "engine") -> EngineSettings:
+    """An engine's typed settings from a mapping with its `name` (ConfigError naming `key`)."""
     raw = dict(raw)
-    name = raw.pop("name", None)
-    engines = engine_names()
-    if name not in engines:
-        raise ConfigError(f"{key}.name", name, ", ".join(sorted(engines)))
-    return EngineChoice(name=name, settings=_validated(engines[name], raw, key))
+    name = raw.get("name")
+    if name not in ENGINES:
+        raise ConfigError(f"{key}.name", name, ", ".join(sorted(ENGINES)))
+    return _validated(ENGINES[name].Settings, raw, key)
+
+
+def _engines(raw: Any, film_engine: Any) -> dict[str, dict[str, Any]]:
+    """`engines`: {engine name: settings}; every name registered, every value valid for it."""
+    if raw in (None, {}):
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("engines", raw, "a mapping {engine name: {setting: value}}")
+    for name, settings in raw.items():
+        if name not in ENGINES:
+            raise ConfigError(f"engines.{name}", settings, f"settings of a registered engine: "
+                              f"{', '.join(sorted(ENGINES))}")
+        if not isinstance(settings, dict):
+            raise ConfigError(f"engines.{name}", settings, "a mapping {setting: value}")
+        base = film_engine.model_dump() if name == film_engine.name else {}
+        engine_settings({**base, **settings, "name": name}, key=f"engines.{name}")
+    return {str(k): dict(v) for k, v in raw.items()}
 
 
 def _validated(model: type[BaseModel], raw: Any, key: str) -> Any:
@@ -317,14 +229,9 @@ def _unique_shot_names(film: Any) -> None:
 
 def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
     """Validate the composed config; raise ConfigError before anything heavy happens."""
-    from engines.editing import ExportSettings
-    from engines.musicgen import SoundtrackSettings
-    from engines.refine import RefineSettings
-    from engines.speed import SpeedSettings
-
     raw = dict(raw)
-    known = {"seed", "film", "engine", "vqgan", "clip", "extra_clip", "resolution", "export",
-             "speed", "refine", "soundtrack", "runtime", "debug"}
+    known = {"seed", "film", "engine", "engines", "vqgan", "clip", "extra_clip", "resolution",
+             "export", "speed", "refine", "soundtrack", "runtime"}
     for k in raw:
         if k not in known:
             raise ConfigError(k, raw[k], "no such top-level key (misspelt?)",
@@ -339,7 +246,7 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
         raise ConfigError("seed", seed, f"an integer from 0 to {MAX_SEED}, or -1 to draw one")
 
     conf_dir = Path(__file__).resolve().parent.parent / "conf"
-    from engines.weights import load_entry
+    from engines.models.registry import load_entry
 
     def entry(kind: str, value: Any, key: str) -> ModelEntry:
         if isinstance(value, str):
@@ -349,17 +256,23 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
                 if exc.value == value and exc.key != key:
                     raise ConfigError(key, exc.value, exc.accepted, exc.hint) from None
                 raise
-        return _validated(ModelEntry, value, key)
+        if isinstance(value, dict) and value.get("source") == "local":
+            for k in ("config", "checkpoint"):
+                if not value.get(k):
+                    raise ConfigError(f"{key}.{k}", value.get(k), "the path of your model's "
+                                      f"{'taming yaml' if k == 'config' else 'checkpoint'}",
+                                      f"{key}=local needs {key}.config=/abs/model.yaml and "
+                                      f"{key}.checkpoint=/abs/last.ckpt")
+        checked = _validated(ModelEntry, value, key)
+        if checked.source == "local":  # a yaml/ckpt pair by path: files and loader checked now
+            from engines.models.taming import local_entry
 
-    debug = _validated(Debug, raw.get("debug") or {}, "debug")
-    raw_engine = dict(raw.get("engine") or {})
-    raw_engine.update(debug.engine_overrides.get(raw_engine.get("name"), {}))
+            return local_entry(checked, key)
+        return checked
+
+    engine = engine_settings(dict(raw.get("engine") or {}))
     raw_sound = dict(raw.get("soundtrack") or {"source": "none"})
-    if debug.music_model and str(raw_sound.get("source", "")).startswith("musicgen"):
-        raw_sound["model"] = debug.music_model
     raw_refine = dict(raw.get("refine") or {"method": "none"})
-    if debug.cyclegan_model and raw_refine.get("method") == "cyclegan":
-        raw_refine["model"] = debug.cyclegan_model
     for source, key in (("file", "file"), ("musicgen_melody", "melody")):
         if raw_sound.get("source") == source and not raw_sound.get(key):
             raise ConfigError(f"soundtrack.{key}", raw_sound.get(key), "a path to an audio file",
@@ -371,8 +284,8 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
         cfg = RenderConfig(
             seed=seed, seed_drawn=drawn,
             film=_validated(Film, raw.get("film"), "film"),
-            engine=engine_choice(raw_engine),
-            debug=debug,
+            engine=engine,
+            engines=_engines(raw.get("engines"), engine),
             vqgan=entry("vqgan", raw.get("vqgan"), "vqgan"),
             clip=entry("clip", raw.get("clip"), "clip"),
             extra_clip=tuple(entry("clip", v, f"extra_clip.{i}")
@@ -392,5 +305,35 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
         raise validation_error(exc, model=RenderConfig) from None
     from flows.checks import check_semantics
 
+    cfg = localise_inputs(cfg)
     check_semantics(cfg)
     return cfg
+
+
+def localise_inputs(cfg: RenderConfig) -> RenderConfig:
+    """Init images and image prompts given as URLs, fetched once into the cache and replaced by
+    their local files (engines/media/remote.py); a failure names the key."""
+    from engines.media.remote import fetch_input, is_url
+    from engines.planning.prompts import parse_image_prompt
+
+    shots, changed = [], False
+    for i, shot in enumerate(cfg.film.shots):
+        update: dict[str, Any] = {}
+        if is_url(shot.init_image):
+            update["init_image"] = str(fetch_input(shot.init_image, cfg.runtime.cache_dir,
+                                                   f"film.shots.{i}.init_image"))
+        specs = []
+        for j, spec in enumerate(shot.image_prompts):
+            path, weight, stop = parse_image_prompt(spec, key=f"film.shots.{i}.image_prompts")
+            if is_url(path):
+                local = fetch_input(path, cfg.runtime.cache_dir, f"film.shots.{i}.image_prompts.{j}")
+                spec = f"{local}:{weight!r}:{stop!r}"
+                update["image_prompts"] = True
+            specs.append(spec)
+        if "image_prompts" in update:
+            update["image_prompts"] = tuple(specs)
+        shots.append(shot.model_copy(update=update) if update else shot)
+        changed = changed or bool(update)
+    if not changed:
+        return cfg
+    return cfg.model_copy(update={"film": cfg.film.model_copy(update={"shots": tuple(shots)})})

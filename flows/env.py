@@ -29,7 +29,7 @@ DEFAULTS: dict[str, str] = {
     "PREFECT_LOGGING_LEVEL": "INFO",
     # Hugging Face tokenizers: no fork warning, no thread pool per process
     "TOKENIZERS_PARALLELISM": "false",
-    # the hub stays offline: model downloads go through engines/weights.py only
+    # the hub stays offline: model downloads go through engines/models/weights.py only
     "HF_HUB_OFFLINE": "1",
 }
 

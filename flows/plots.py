@@ -1,14 +1,20 @@
 """Plots of a film's shots with matplotlib (object API, Agg canvas: no display needed).
 
-One figure per shot for the run report: loss and CLIP score against the frame (from the shot's
-per-frame table, when it has been rendered), then prompt weights and camera motion against the
-frame (from the shot's plan). `make show` draws the schedule panels of every shot into one
-image before anything is rendered. Nothing here imports torch.
+One figure per shot for the run report: the engine's per-frame metrics against the frame (from
+the shot's per-frame table, when it has been rendered), then prompt weights and camera motion
+against the frame (from the shot's plan). `make show` draws the schedule panels of every shot
+into one image before anything is rendered. Nothing here imports torch.
+
+Metric panels are drawn for what the engine measured, and only that (`metric_panels`): the
+CLIP engines (vqgan_clip, pixel_clip) record a loss and CLIP similarities at every frame; a
+diffusion engine (wan) records neither, and its figure shows its seconds per frame instead.
 
 - loss: the engine's total loss at each committed frame (lower is closer to the prompts).
 - CLIP score: cosine similarity (-1..1) of each committed frame to each prompt text in force
   (thin lines), and their mean weighted by the positive prompt weights of the frame (thick
   line, the run report's score at the last frame).
+- seconds per frame: wall seconds the engine spent on each frame (only when neither of the
+  above was recorded; a diffusion chunk's time is shared by its frames).
 - prompt weights: each prompt text's weight at each frame (negative: pushed away from).
 - motion: zoom (scale per frame, 1 = still), and angle (degrees per frame) with translation
   (pixels per frame) on the right-hand axis.
@@ -27,14 +33,21 @@ PANEL = (9.0, 2.2)  # inches per panel (width, height)
 
 def schedule_table(plan: Any) -> pd.DataFrame:
     """Per frame of a ShotPlan: one `weight:<text>` column per prompt text (NaN where the
-    text is not in force), zoom, angle, translation_x, translation_y."""
+    text is not in force), zoom, angle, translation_x, translation_y. A story line's phrases
+    (`a ^ b`, used in turn within the frame) each count: a text's weight is its largest in any
+    phrase."""
     rows = []
     for f, fp in enumerate(plan.frames):
         row: dict[str, Any] = {"frame": f, "zoom": fp.zoom, "angle": fp.angle,
                                "translation_x": fp.translation_x,
                                "translation_y": fp.translation_y}
-        for p in fp.prompts:
-            row[f"weight:{p.text}"] = row.get(f"weight:{p.text}", 0.0) + p.weight
+        for phrase in fp.story or (fp.prompts,):
+            weights: dict[str, float] = {}
+            for p in phrase:
+                weights[p.text] = weights.get(p.text, 0.0) + p.weight
+            for text, w in weights.items():
+                key = f"weight:{text}"
+                row[key] = max(row[key], w) if key in row else w
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -60,19 +73,42 @@ def _short(text: str, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _metrics_panels(axes: list, frames: pd.DataFrame, schedule: pd.DataFrame) -> None:
-    loss_ax, clip_ax = axes
-    if "loss" in frames:
-        loss_ax.plot(frames["frame"], frames["loss"], color="tab:red", lw=1.5)
-    loss_ax.set_ylabel("loss")
-    for col in [c for c in frames.columns if c.startswith("clip:")]:
-        clip_ax.plot(frames["frame"], frames[col], lw=0.8, alpha=0.6, label=_short(col[5:]))
-    score = clip_score(frames, schedule)
-    if score.notna().any():
-        clip_ax.plot(frames["frame"], score, color="black", lw=2, label="weighted score")
-    clip_ax.set_ylabel("CLIP score")
-    if clip_ax.get_legend_handles_labels()[0]:
-        clip_ax.legend(fontsize=7, loc="upper right")
+def _measured(frames: pd.DataFrame, column: str) -> bool:
+    return column in frames and pd.to_numeric(frames[column], errors="coerce").notna().any()
+
+
+def metric_panels(frames: pd.DataFrame | None) -> list[str]:
+    """The metric panels a shot's figure has, from its engine's per-frame table: "loss" and
+    "clip" for what was recorded, else "seconds" (seconds per frame), else none."""
+    if frames is None or "frame" not in frames:
+        return []
+    panels = [name for name, found in (
+        ("loss", _measured(frames, "loss")),
+        ("clip", any(_measured(frames, c) for c in frames.columns if c.startswith("clip:"))))
+        if found]
+    if not panels and _measured(frames, "seconds"):
+        panels = ["seconds"]
+    return panels
+
+
+def _metrics_panels(axes: list, panels: list[str], frames: pd.DataFrame,
+                    schedule: pd.DataFrame) -> None:
+    for ax, panel in zip(axes, panels, strict=True):
+        if panel == "loss":
+            ax.plot(frames["frame"], frames["loss"], color="tab:red", lw=1.5)
+            ax.set_ylabel("loss")
+        elif panel == "seconds":
+            ax.plot(frames["frame"], frames["seconds"], color="tab:gray", lw=1.5)
+            ax.set_ylabel("seconds / frame")
+        else:
+            for col in [c for c in frames.columns if c.startswith("clip:")]:
+                ax.plot(frames["frame"], frames[col], lw=0.8, alpha=0.6, label=_short(col[5:]))
+            score = clip_score(frames, schedule)
+            if score.notna().any():
+                ax.plot(frames["frame"], score, color="black", lw=2, label="weighted score")
+            ax.set_ylabel("CLIP score")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="upper right")
 
 
 def _schedule_panels(axes: list, schedule: pd.DataFrame) -> None:
@@ -96,7 +132,7 @@ def _schedule_panels(axes: list, schedule: pd.DataFrame) -> None:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    from tasks.artefacts import atomic_path
+    from engines.core.files import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -105,19 +141,21 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def shot_figure(plan: Any, path: Path, frames: pd.DataFrame | None = None) -> Path:
-    """One shot: loss and CLIP score against the frame (when `frames`, the engine's per-frame
-    table, is given), prompt weights and motion against the frame; a PNG at `path`."""
+    """One shot: the engine's metrics against the frame (`metric_panels` of `frames`, the
+    engine's per-frame table, when given), prompt weights and motion against the frame; a PNG
+    at `path`."""
     from matplotlib.figure import Figure
 
     schedule = schedule_table(plan)
-    n = 4 if frames is not None else 2
+    panels = metric_panels(frames)
+    n = len(panels) + 2
     fig = Figure(figsize=(PANEL[0], PANEL[1] * n))
     # fixed margins: matplotlib's automatic layouts cost 0.2 s a figure on a 2-core machine
     fig.subplots_adjust(left=0.09, right=0.9, top=1 - 0.35 / (PANEL[1] * n), bottom=0.45 / (PANEL[1] * n),
                         hspace=0.12)
     axes = list(fig.subplots(n, 1, sharex=True, squeeze=False)[:, 0])
-    if frames is not None:
-        _metrics_panels(axes[:2], frames, schedule)
+    if panels:
+        _metrics_panels(axes[:len(panels)], panels, frames, schedule)
     _schedule_panels(axes[-2:], schedule)
     axes[-1].set_xlabel("frame")
     fig.suptitle(f"shot {plan.name}: {plan.n_frames} frames at {plan.fps:g} fps")

@@ -86,7 +86,8 @@ class TemporaryServer:
                 [sys.executable, "-m", "flows.prefect_server", "temporary", str(self.port),
                  str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, **SERVER_ENV}, cwd=Path(__file__).resolve().parent.parent)
+                env={**os.environ, **SERVER_ENV}, cwd=Path(__file__).resolve().parent.parent,
+                start_new_session=True)  # a Ctrl-C in the terminal reaches the render only
 
     @property
     def api_url(self) -> str:

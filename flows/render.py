@@ -27,7 +27,7 @@ env.apply()  # before prefect is imported: it reads its settings from the enviro
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
 
-from engines.errors import PromptreelError  # noqa: E402
+from engines.core.errors import PromptreelError  # noqa: E402
 from flows import prefect_server  # noqa: E402
 from flows.checks import check_overrides, cli, hydra_error  # noqa: E402
 
@@ -115,16 +115,14 @@ def show(cfg) -> None:
     """Print the resolved config, the planned timeline and a summary of every shot's schedules,
     and plot the schedules (prompt weights and motion per frame) into an image; run nothing.
     With --verbose, also the table of every frame."""
-    from engines.timeline import shot_plan, timeline
+    from engines.planning.timeline import timeline
     from flows.plots import film_schedule_figure, schedule_table
     from tasks.plan_timeline import schedule_table as frame_table
 
     print(json.dumps(cfg.model_dump(mode="json", exclude={"runtime"}), indent=2, default=str))
-    tl = timeline([(s, cfg.shot_speed(s)) for s in cfg.film.shots], cfg.film.fps)
+    tl = timeline([(s, cfg.shot_speed(s)) for s in cfg.film.shots], cfg.film.fps, cfg.film.fit_fps)
     print("\ntimeline:", json.dumps(tl.as_dict(), indent=2))
-    plans = [shot_plan(s, fps=cfg.film.fps, width=cfg.resolution.width,
-                       height=cfg.resolution.height, seed=cfg.shot_seed(i), key=f"film.shots.{i}")
-             for i, s in enumerate(cfg.film.shots)]
+    plans = cfg.shot_plans()
     print("\nschedules per shot: prompt weights and camera motion (min..max over the shot)")
     for plan in plans:
         table = schedule_table(plan)
@@ -144,16 +142,6 @@ def show(cfg) -> None:
                                            max_colwidth=90))
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    import shutil
-
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 _RENDER_FLOW = None
 
 
@@ -169,23 +157,25 @@ def render_film(cfg) -> dict:
 
 def render(cfg) -> dict:
     """The parent flow: pre-production -> production -> post-production, then the run record."""
+    from engines.core.files import link_or_copy, write_json
+    from engines.planning.plan import ShotPlans
     from flows.post_production import post_production
     from flows.pre_production import pre_production
     from flows.production import production
-    from tasks.artefacts import write_json
     from tasks.cache import LEDGER
 
     LEDGER.clear()
-    timeline, models = pre_production(cfg)
-    shots, soundtrack = production(cfg, timeline)
-    final = post_production(cfg, timeline, shots, soundtrack)
+    timeline, plans, models = pre_production(cfg)
+    shots, soundtrack, timeline = production(cfg, timeline, ShotPlans(plans), models)
+    final = post_production(cfg, timeline, shots, soundtrack, models)
     run_dir = Path(cfg.runtime.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     video = run_dir / final.meta["video"]
     link_or_copy(final.file(final.meta["video"]), video)
     record = {
         "film": cfg.film.name, "seed": cfg.seed, "seed_drawn": cfg.seed_drawn,
-        "video": str(video), "timeline": timeline.meta, "models": models,
+        "video": str(video), "timeline": timeline.meta,
+        "models": {name: p.folder for name, p in models.items()},
         "artefacts": {"plan_timeline": timeline.key, "shots": [s.key for s in shots],
                       "compose_soundtrack": soundtrack.key if soundtrack else None,
                       "export_video": final.key, "export_dir": final.path},
@@ -242,6 +232,7 @@ def main(dcfg: DictConfig) -> None:
             if code:
                 sys.exit(code)
             return
+        install_stop_handler()
         server = prefect_server.start()  # only now: a bad config must not start a server
         if server is None:  # PREFECT_API_URL names one (`make server`)
             record = render_film(cfg)
@@ -274,6 +265,25 @@ def main(dcfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def install_stop_handler() -> None:
+    """Ctrl-C (SIGINT) while an open-ended shot renders ends that shot after its frame in
+    progress (tasks/stop.py); the render then goes on to the export. Otherwise, or a second
+    time, Ctrl-C interrupts as usual."""
+    import signal
+
+    from tasks import stop
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.active() and not stop.requested():
+            stop.request_stop()
+            log.warning("stop requested: the open-ended shot ends after the frame in progress "
+                        "(Ctrl-C again to abort the render)")
+            return
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+
+
 def read_only(cfg) -> int:
     """--show, --doctor, --fetch-models: report on (or fetch for) a config; render nothing."""
     if SHOW:
@@ -287,7 +297,7 @@ def read_only(cfg) -> int:
         from tasks.select_models import prepare
 
         for entry in model_entries(cfg):
-            print(entry.name, "->", prepare(entry, cfg.runtime.models_dir, download=True))
+            print(entry.name, "->", prepare(entry, cfg.runtime.models_dir, download=True).folder)
     return 0
 
 

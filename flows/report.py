@@ -17,7 +17,10 @@ Score: CLIP cosine similarity (in [-1, 1]) of a shot's last rendered frame to th
 prompts in force at that frame, under the guiding perceptor (`cfg.clip`), weighted by prompt
 weight. Scores are cached artefacts (`score_frames`), so re-running a render computes nothing.
 The plots' per-frame CLIP score is the same weighted mean over the similarities the engine
-measured at each committed frame.
+measured at each committed frame. Engines that measure no loss or CLIP similarity per frame (the
+diffusion engines) get the panels of what they did record (flows/plots.py), and the page leaves
+out the columns no shot has; a shot whose score cannot be computed (its CLIP model not on this
+machine) shows none, with the reason, and the rest of the report is written.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from typing import Any
 
 import pandas as pd
 
-from engines.errors import PromptreelError
-from tasks.artefacts import Artefact, Store, atomic_path, write_bytes, write_json
+from engines.core.errors import PromptreelError
+from engines.core.files import atomic_path, link_or_copy, write_bytes, write_json
+from tasks.artefacts import Artefact, Store
 from tasks.cache import LEDGER, run_cached
 
 log = logging.getLogger("promptreel")
@@ -54,15 +58,8 @@ def write_table(df: pd.DataFrame, directory: Path, stem: str) -> None:
 
 def link_media(src: Path, dst: Path) -> Path:
     """Hard link (copy across devices) a cached file next to the report."""
-    import os
-    import shutil
-
     dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    link_or_copy(src, dst)
     return dst
 
 
@@ -114,7 +111,7 @@ def browser_playable(path: Path) -> str | None:
 
 def browser_preview(src: Path, dst: Path) -> Path:
     """An H.264 yuv420p MP4 of `src` with its index in front (even sides, AAC audio if any)."""
-    from tasks.ffmpeg import GLOBAL_ARGS, ffmpeg_exe, run_argv
+    from engines.media.ffmpeg import GLOBAL_ARGS, ffmpeg_exe, run_argv
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
@@ -139,7 +136,7 @@ def embed(src: Path, out: Path, stem: str, *, link: bool = True) -> tuple[Path, 
 # ---------------------------------------------------------------- scores
 def final_prompts(shot: Any, fps: float, n_frames: int) -> list[tuple[str, float]]:
     """(text, weight) of the positive prompts in force at the shot's last frame."""
-    from engines.prompts import parse_prompt_schedule
+    from engines.planning.prompts import parse_prompt_schedule
 
     schedule = parse_prompt_schedule(shot.prompts, key=f"film.shots.{shot.name}.prompts", fps=fps)
     kind = shot.transition.kind if shot.transition.kind in ("cut", "crossfade") else "cut"
@@ -151,10 +148,10 @@ def final_prompts(shot: Any, fps: float, n_frames: int) -> list[tuple[str, float
 def clip_scores(entry: Any, models_dir: Path, device: str,
                 items: list[tuple[Path, list[str]]]) -> list[list[float]]:
     """CLIP cosine similarity (-1..1) of each image file to each of its texts, one perceptor."""
-    from engines.clip_guide import clip_similarity, load_image
-    from engines.perceptor import load_clip
+    from engines.guidance.clip_guide import clip_similarity, load_image
+    from engines.models.loaded import load_model
 
-    perceptor = load_clip(entry, models_dir, device)
+    perceptor = load_model(entry, models_dir, device)
     return [clip_similarity(perceptor, load_image(path, device=device), list(texts))
             for path, texts in items]
 
@@ -164,7 +161,7 @@ def score_shot(*, frames: Artefact, prompts: tuple[tuple[str, float], ...], clip
     """Cached: `scores.json` = {score, texts, similarities} for one shot's last frame."""
 
     def build(work: Path) -> dict[str, Any]:
-        from tasks.generate_frames import pick_device
+        from engines.core.device import pick_device
 
         last = sorted(Path(frames.path, "frames").glob("*.png"))[-1]
         texts = [t for t, _ in prompts]
@@ -193,22 +190,22 @@ def committed(store: Store, task: str, key: str) -> Artefact:
     return artefact
 
 
-def shot_plans(cfg: Any) -> list[Any]:
-    """Every shot's plan (prompts and motion per frame), as the render planned it."""
-    from engines.timeline import shot_plan
-
-    return [shot_plan(s, fps=cfg.film.fps, width=cfg.resolution.width,
-                      height=cfg.resolution.height, seed=cfg.shot_seed(i), key=f"film.shots.{i}")
-            for i, s in enumerate(cfg.film.shots)]
+def number(value: Any) -> float | None:
+    """A float for a table cell, None for a missing or NaN value."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
 
 
 def shot_rows(cfg: Any, record: dict[str, Any], out: Path, *, score: bool) -> tuple[list, list]:
     """One row per shot (score, media, plot) and the per-frame metrics of every shot."""
-    from flows.plots import clip_score, schedule_table, shot_figure
+    from flows.plots import clip_score, metric_panels, schedule_table, shot_figure
 
     store = Store(cfg.runtime.cache_dir)
     rows, frames = [], []
-    plans = shot_plans(cfg)
+    plans = cfg.shot_plans()
     for i, (shot, key) in enumerate(zip(cfg.film.shots, record["artefacts"]["shots"], strict=True)):
         extracted = committed(store, "extract_frames", key)
         rendered = committed(store, "generate_frames", upstream_key(extracted, "frames"))
@@ -218,9 +215,13 @@ def shot_rows(cfg: Any, record: dict[str, Any], out: Path, *, score: bool) -> tu
                "frames_key": rendered.key, "score": None, "score_texts": None}
         if score:
             prompts = tuple(final_prompts(shot, cfg.film.fps, n))
-            result = score_shot(frames=rendered, prompts=prompts, clip=cfg.clip,
-                                runtime=cfg.runtime).meta
-            row.update(score=result["score"], score_texts=" | ".join(result["texts"]))
+            try:
+                result = score_shot(frames=rendered, prompts=prompts, clip=cfg.clip,
+                                    runtime=cfg.runtime).meta
+                row.update(score=result["score"], score_texts=" | ".join(result["texts"]))
+            except PromptreelError as exc:  # e.g. a diffusion render without the CLIP weights
+                log.warning("report: no score for shot %s: %s", shot.name, exc)
+                row.update(score_texts=f"not scored: {exc}")
         stem = f"{i:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', shot.name)}"
         sheet = link_media(extracted.file("contact_sheet.png"),
                            out / "media" / f"{stem}_contact_sheet.png")
@@ -228,17 +229,25 @@ def shot_rows(cfg: Any, record: dict[str, Any], out: Path, *, score: bool) -> tu
                           f"{stem}_production_cut")
         row.update(contact_sheet=sheet.relative_to(out.parent).as_posix(),
                    production_cut=cut.relative_to(out.parent).as_posix(), production_cut_kind=kind)
+        # the plan as rendered: an open-ended shot stopped early has fewer frames
+        plan = plans[i].head(n) if n < plans[i].n_frames else plans[i]
         table = rendered.file("frames.parquet")
         metrics = pd.read_parquet(table) if table.exists() else None
-        if metrics is not None:
-            metrics = metrics.assign(clip_score=clip_score(metrics, schedule_table(plans[i])))
+        row.update(seconds_per_frame=None, final_loss=None, final_clip_score=None)
+        if metrics is not None and len(metrics) and "frame" in metrics:
+            panels = metric_panels(metrics)
+            if "clip" in panels:
+                metrics = metrics.assign(clip_score=clip_score(metrics, schedule_table(plan)))
             frames.append(metrics.assign(shot=shot.name))
-            seconds = metrics["seconds"] if "seconds" in metrics else pd.Series(dtype=float)
-            row.update(seconds_per_frame=float(seconds.mean()) if len(seconds) else None,
-                       final_loss=float(metrics["loss"].iloc[-1]) if "loss" in metrics else None,
-                       final_clip_score=float(metrics["clip_score"].iloc[-1]))
-        plot = shot_figure(plans[i], out / "plots" / f"{stem}.png", metrics)
-        row["plot"] = plot.relative_to(out.parent).as_posix()
+            last = metrics.iloc[-1]
+            if "seconds" in metrics:
+                row["seconds_per_frame"] = number(pd.to_numeric(metrics["seconds"],
+                                                                errors="coerce").mean())
+            row.update(final_loss=number(last.get("loss")),
+                       final_clip_score=number(last.get("clip_score")))
+        plot = shot_figure(plan, out / "plots" / f"{stem}.png", metrics)
+        row.update(plot=plot.relative_to(out.parent).as_posix(),
+                   plot_panels=", ".join(metric_panels(metrics)))
         rows.append(row)
     return rows, frames
 
@@ -286,8 +295,11 @@ def run_report(cfg: Any, record: dict[str, Any], *, score: bool = True,
         "plots": [r["plot"] for r in rows],
     }
     write_json(out / "summary.json", summary)
-    page = render_template("run_report.html.j2", summary=summary,
-                           shots=[{k: clean(v) for k, v in r.items()} for r in rows],
+    shown = [{k: clean(v) for k, v in r.items()} for r in rows]
+    # a column no shot has a value in (a diffusion engine's loss) is left out
+    columns = [c for c in ("score", "seconds_per_frame", "final_loss", "final_clip_score")
+               if any(r.get(c) is not None for r in shown)]
+    page = render_template("run_report.html.j2", summary=summary, shots=shown, columns=columns,
                            tasks=tasks.to_dict("records"), seed_drawn=record.get("seed_drawn"),
                            frames_csv=f"{REPORT}/frames.csv")
     write_bytes(run_dir / "report.html", page.encode())

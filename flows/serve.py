@@ -34,7 +34,7 @@ env.apply({"PREFECT_LOGGING_EXTRA_LOGGERS": "promptreel"})
 from prefect import flow  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator  # noqa: E402
 
-from engines.errors import ConfigError, PromptreelError  # noqa: E402
+from engines.core.errors import ConfigError, PromptreelError  # noqa: E402
 
 FLOW = "promptreel"  # flow name; the deployment is "promptreel/<deployment>"
 log = logging.getLogger("promptreel")

@@ -25,7 +25,7 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from tasks.artefacts import write_json
+from engines.core.files import write_json
 
 log = logging.getLogger("promptreel")
 

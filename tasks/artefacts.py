@@ -16,38 +16,33 @@ that key starts it afresh (or resumes it, for resumable tasks such as generate_f
 commit deletes leftover temporary files (`.*`, `*.tmp`, `*.part`) instead of keeping them. Work
 dirs of keys no config asks for any more are ignored; `<key>.lock` files are empty and harmless.
 
-`kill_point` is a crash-test hook (tests/reliability/test_kill.py), inert unless the environment
-variable `PROMPTREEL_TEST_KILL_AT` is set.
+Durable file writes (atomic writes, fsync, hashes) are engines/core/files.py's; the crash-test
+hook is engines/core/crash.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
-import signal
-import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from engines.errors import CorruptArtefactError, PromptreelError
+from engines.core.crash import kill_point
+from engines.core.errors import CorruptArtefactError
+from engines.core.files import describe_file, fsync_path, sha256_file, write_json
 
 log = logging.getLogger("promptreel")
 
 MANIFEST = "manifest.json"
-KILL_ENV = "PROMPTREEL_TEST_KILL_AT"  # crash-test hook: `<task>:<point>`, see kill_point
-CURRENT_TASK: ContextVar[str] = ContextVar("promptreel_task", default="")  # set by run_cached
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def is_temporary(name: str) -> bool:
@@ -56,44 +51,21 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") or name.endswith((".tmp", ".part"))
 
 
-# ---------------------------------------------------------------- crash-test hook
-def kill_armed(point: str) -> bool:
-    """True when $PROMPTREEL_TEST_KILL_AT is `<running task>:<point>` (always False when unset)."""
-    want = os.environ.get(KILL_ENV)
-    return bool(want) and want == f"{CURRENT_TASK.get()}:{point}"
-
-
-def kill_point(point: str, child: subprocess.Popen | None = None) -> None:
-    """Crash-test hook for tests/reliability/test_kill.py; does nothing unless
-    $PROMPTREEL_TEST_KILL_AT is `<task>:<point>` for the task running now. Then it SIGKILLs
-    `child` (a running ffmpeg) and this process, as `kill -9` or a power cut would. Points:
-    `frame:<i>` (tasks/frame_sink.py: frame i's PNG is on disk, its progress record is not),
-    `ffmpeg` (tasks/ffmpeg.py: the task's first ffmpeg is running and has opened its output),
-    `commit` (Work.commit: the manifest is written inside `<key>.work/`, not yet renamed)."""
-    if not kill_armed(point):
-        return
-    if child is not None:
-        child.kill()
-        child.wait()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def current_umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 # ---------------------------------------------------------------- keys
 def canonical(obj: Any) -> Any:
-    """JSON-ready form of config slices (pydantic models, dataclasses, tuples, paths)."""
+    """JSON-ready form of config slices (pydantic models, dataclasses, tuples, paths). An object
+    with a `cache_identity()` counts as what that returns (a prepared model: its registry entry,
+    not its folder)."""
+    if hasattr(obj, "cache_identity"):
+        return canonical(obj.cache_identity())
     if hasattr(obj, "model_dump"):
         return canonical(obj.model_dump(mode="json"))
     if isinstance(obj, Mapping):
         return {str(k): canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
     if isinstance(obj, (list, tuple)):
         return [canonical(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return repr(obj)  # "inf", "-inf", "nan": JSON has no such numbers (a prompt's stop -inf)
     if isinstance(obj, float) and obj.is_integer():
         return obj  # keep 1.0 as 1.0: json distinguishes it from 1
     if isinstance(obj, (str, int, float, bool)) or obj is None:
@@ -109,77 +81,6 @@ def artefact_key(task: str, code_version: str, config: Any, upstream: Sequence[s
                "upstream": list(upstream)}
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-# ---------------------------------------------------------------- atomic writes
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def disk_full(path: Path | str) -> PromptreelError:
-    """The error for ENOSPC (or a full quota) while writing `path`."""
-    path = Path(path)
-    return PromptreelError(
-        f"disk full while writing {path}: free space on the disk that holds {path.parent} (or "
-        "point runtime.cache_dir at a larger disk) and run the same command again; committed "
-        "artefacts are intact and will be reused")
-
-
-def _disk_error(path: Path, exc: OSError) -> PromptreelError:
-    if exc.errno in DISK_FULL:
-        return disk_full(path)
-    return PromptreelError(f"cannot write {path}: {exc.strerror or exc}")
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path in the same directory; on success fsync it and rename it to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())  # as a plain open() would, not mkstemp's 0600
-    finally:
-        os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
-        fsync_dir(path.parent)
-    except OSError as exc:
-        tmp_path.unlink(missing_ok=True)
-        raise _disk_error(path, exc) from exc
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def describe_file(path: Path) -> dict[str, Any]:
-    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 # ---------------------------------------------------------------- artefacts
@@ -299,5 +200,5 @@ class Work:
         if final.exists():  # a corrupt leftover: replace it
             shutil.rmtree(final)
         os.replace(self.path, final)
-        fsync_dir(final.parent)
+        fsync_path(final.parent)
         return Artefact(self.task, self.key, str(final), dict(meta or {}))

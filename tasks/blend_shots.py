@@ -11,6 +11,7 @@ from prefect import task
 
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "blend_shots"
 CODE_VERSION = "1"
@@ -18,11 +19,12 @@ CODE_VERSION = "1"
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
 def blend_shots(*, shots: tuple[Artefact, ...], joins: tuple[tuple[str, int], ...], fps: float,
-                planned: int, runtime: Any) -> Artefact:
+                planned: int, runtime: Runtime) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import editing
+        from engines.media import editing
+        from engines.planning.joins import Transition
 
-        transitions = [editing.Transition(kind=k, frames=n) for k, n in joins]
+        transitions = [Transition(kind=k, frames=n) for k, n in joins]
         n_out = editing.blend_shots([s.file("shot.mkv") for s in shots], fps, transitions,
                                     work / "film.mkv")
         if n_out != planned:

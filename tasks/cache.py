@@ -21,7 +21,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks.artefacts import CURRENT_TASK, DISK_FULL, Artefact, Store, artefact_key, disk_full
+from engines.core.crash import CURRENT_TASK
+from engines.core.files import DISK_FULL, disk_full
+from tasks.artefacts import Artefact, Store, artefact_key
 
 log = logging.getLogger("promptreel")
 
@@ -57,6 +59,24 @@ def key_for(task: str, code_version: Version, params: Mapping[str, Any]) -> str:
     return artefact_key(task, version_of(code_version, params), config, upstream)
 
 
+def held_elsewhere(task: str, code_version: Version, params: Mapping[str, Any]) -> bool:
+    """True while another process (or box, on a shared cache) holds the build lock of these
+    params' artefact, which is not committed yet."""
+    from filelock import Timeout
+
+    store = Store(params["runtime"].cache_dir)
+    key = key_for(task, code_version, params)
+    if store.load(task, key) is not None:
+        return False
+    lock = store.lock(task, key)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
 def run_cached(task: str, code_version: Version, params: Mapping[str, Any],
                build: Callable[[Path], Mapping[str, Any]], *, resumable: bool = False) -> Artefact:
     """Return the committed artefact for these params, building it (under a lock) if needed.
@@ -75,7 +95,7 @@ def run_cached(task: str, code_version: Version, params: Mapping[str, Any],
         with store.lock(task, key):
             artefact = store.load(task, key)  # another process may have made it meanwhile
             if artefact is None:
-                token = CURRENT_TASK.set(task)  # for the crash-test hook (artefacts.kill_point)
+                token = CURRENT_TASK.set(task)  # for the crash-test hook (engines/core/crash.py)
                 try:
                     work = store.begin(task, key, fresh=not resumable)
                     meta = build(work.path)

@@ -13,31 +13,31 @@ from typing import Any
 
 from prefect import task
 
-from engines import musicgen
+from engines.models.registry import Prepared
+from engines.music import musicgen
+from engines.music.musicgen import SoundtrackSettings
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "compose_soundtrack"
 CODE_VERSION = "1+" + musicgen.CODE_VERSION  # this task and the engine it runs
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def compose_soundtrack(*, settings: Any, prompt: str | None, total_frames: int, fps: float,
-                       seed: int, model: Any, input_sha256: str | None, runtime: Any) -> Artefact:
+def compose_soundtrack(*, settings: SoundtrackSettings, prompt: str | None, total_frames: int, fps: float,
+                       seed: int, model: Prepared | None, input_sha256: str | None, runtime: Runtime) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import audio
-        from tasks.generate_frames import pick_device
+        from engines.core.device import pick_device
+        from engines.media import audio
 
         duration = total_frames / fps
         if settings.source == "file":
             track, sr = audio.fit_file(Path(settings.file), duration,
                                        crossfade_s=settings.loop_crossfade_s)
         else:
-            from tasks.select_models import prepare
-
-            model_dir = prepare(model, runtime.models_dir, download=runtime.download)
             melody = Path(settings.melody) if settings.source == "musicgen_melody" else None
-            track, sr = musicgen.compose(model_dir, prompt=prompt or "", duration_s=duration,
+            track, sr = musicgen.compose(model.entry, Path(model.folder), prompt=prompt or "", duration_s=duration,
                                          seed=seed, melody=melody, window_s=settings.window_s,
                                          overlap_s=settings.overlap_s,
                                          temperature=settings.temperature, top_k=settings.top_k,

@@ -13,19 +13,21 @@ from typing import Any
 
 from prefect import task
 
+from engines.media.editing import ExportSettings
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "export_video"
 CODE_VERSION = "1"
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def export_video(*, film: Artefact, soundtrack: Artefact | None, settings: Any, fps: float,
+def export_video(*, film: Artefact, soundtrack: Artefact | None, settings: ExportSettings, fps: float,
                  width: int, height: int, film_name: str, prompts: str, planned: int,
-                 runtime: Any) -> Artefact:
+                 runtime: Runtime) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import editing
+        from engines.media import editing
 
         out = work / f"{film_name}.{settings.container}"
         metadata = {"title": film_name, "comment": prompts, "promptreel_key": film.key}

@@ -6,15 +6,15 @@ From a shot's rendered frames: the image sequence (hard links, no copies), a pro
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
+from engines.core.files import link_or_copy
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "extract_frames"
 CODE_VERSION = "1"
@@ -25,17 +25,14 @@ def link_frames(src: Path, dst: Path) -> int:
     dst.mkdir(parents=True, exist_ok=True)
     names = sorted(p.name for p in src.glob("*.png"))
     for name in names:
-        try:
-            os.link(src / name, dst / name)
-        except OSError:
-            shutil.copyfile(src / name, dst / name)
+        link_or_copy(src / name, dst / name)
     return len(names)
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def extract_frames(*, frames: Artefact, contact_columns: int, runtime: Any) -> Artefact:
+def extract_frames(*, frames: Artefact, contact_columns: int, runtime: Runtime) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import editing
+        from engines.media import editing
 
         n = link_frames(frames.file("frames"), work / "frames")
         fps = frames.meta["fps"]

@@ -9,17 +9,19 @@ from typing import Any
 
 from prefect import task
 
+from engines.planning.speed import SpeedSettings
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "modulate_speed"
 CODE_VERSION = "1"
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def modulate_speed(*, frames: Artefact, settings: Any, planned: int, runtime: Any) -> Artefact:
+def modulate_speed(*, frames: Artefact, settings: SpeedSettings, planned: int, runtime: Runtime) -> Artefact:
     def build(work: Path) -> dict[str, Any]:
-        from engines import editing
+        from engines.media import editing
 
         fps = frames.meta["fps"]
         n_out = editing.modulate_speed(frames.file("frames"), frames.meta["n_frames"], fps,

@@ -1,44 +1,51 @@
 """Pre-production: plan every length and schedule before anything renders.
 
 Writes `timeline.json` (frames per shot before and after speed modulation, cross-fade overlaps,
-the film's total frames and duration) and `schedules.csv` (per shot and frame: prompts and
+the film's total frames and duration) and `schedules.csv` (from the shot plans pre-production made) (per shot and frame: prompts and
 camera motion), the table `make show` prints and the run report links.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect import task
 
-from engines.timeline import shot_plan, timeline
-from tasks.artefacts import Artefact, atomic_path, write_json
+from engines.core.files import atomic_path, write_json
+from engines.planning.film import Film
+from engines.planning.plan import ShotPlan
+from engines.planning.speed import SpeedSettings
+from engines.planning.timeline import timeline
+from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
+from tasks.runtime import Runtime
 
 NAME = "plan_timeline"
 CODE_VERSION = "1"
 
 
-def schedule_table(plans: list[Any]) -> pd.DataFrame:
+def schedule_table(plans: Sequence[ShotPlan]) -> pd.DataFrame:
     rows = []
     for plan in plans:
         for f, fp in enumerate(plan.frames):
+            phrases = fp.story or (fp.prompts,)
             rows.append({"shot": plan.name, "frame": f,
-                         "prompts": " | ".join(f"{p.text}:{p.weight:.3f}" for p in fp.prompts),
+                         "prompts": " ^ ".join(" | ".join(f"{p.text}:{p.weight:.3f}" for p in ph)
+                                               for ph in phrases),
                          "zoom": fp.zoom, "angle": fp.angle,
                          "translation_x": fp.translation_x, "translation_y": fp.translation_y})
     return pd.DataFrame(rows)
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def plan_timeline(*, film: Any, speeds: tuple[Any, ...], width: int, height: int,
-                  seeds: tuple[int, ...], runtime: Any) -> Artefact:
+def plan_timeline(*, film: Film, plans: tuple[ShotPlan, ...], speeds: tuple[SpeedSettings, ...],
+                  runtime: Runtime) -> Artefact:
+    """`plans`: every shot's plan, made once in pre-production (flows/pre_production.py)."""
     def build(work: Path) -> dict[str, Any]:
-        plans = [shot_plan(s, fps=film.fps, width=width, height=height, seed=seeds[i],
-                           key=f"film.shots.{i}") for i, s in enumerate(film.shots)]
-        tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps)
+        tl = timeline(list(zip(film.shots, speeds, strict=True)), film.fps, film.fit_fps)
         write_json(work / "timeline.json", tl.as_dict())
         with atomic_path(work / "schedules.csv") as tmp:
             schedule_table(plans).to_csv(tmp, index=False)

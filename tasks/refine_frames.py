@@ -12,28 +12,30 @@ from typing import Any
 
 from prefect import task
 
-from engines import refine
+from engines.models.registry import Prepared
+from engines.post import refine
+from engines.post.refine import RefineSettings
 from tasks.artefacts import Artefact
 from tasks.cache import prefect_cache, run_cached
 from tasks.extract_frames import link_frames
+from tasks.runtime import Runtime
 
 NAME = "refine_frames"
 CODE_VERSION = "1+" + refine.CODE_VERSION  # this task and the engine it runs
 
 
 @task(name=NAME, **prefect_cache(NAME, CODE_VERSION))
-def refine_frames(*, frames: Artefact, settings: Any, model: Any, runtime: Any,
+def refine_frames(*, frames: Artefact, settings: RefineSettings, model: Prepared | None, runtime: Runtime,
                   checkpoint_sha256: tuple[str, ...] = ()) -> Artefact:
     """`checkpoint_sha256`: content hash of `settings.checkpoint`, if any (keyed only)."""
     def build(work: Path) -> dict[str, Any]:
         if settings.method == "none":
             n = link_frames(frames.file("frames"), work / "frames")
         else:
-            from tasks.generate_frames import pick_device
+            from engines.core.device import pick_device
 
             n = refine.refine_dir(frames.file("frames"), work / "frames", settings, model=model,
-                                  models_dir=runtime.models_dir, device=pick_device(runtime.device),
-                                  download=runtime.download)
+                                  device=pick_device(runtime.device))
         return {**frames.meta, "n_frames": n, "refine": settings.method}
 
     return run_cached(NAME, CODE_VERSION, locals(), build)

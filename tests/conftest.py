@@ -19,9 +19,9 @@ TINY_MODELS = [("vqgan", "generated_vqgan_f16_tiny"), ("clip", "generated_clip_t
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Tiny generated models (random weights, real file formats), materialised once."""
-    from engines import weights
+    from engines.models import registry, weights
 
     out = tmp_path_factory.mktemp("models")
     for kind, name in TINY_MODELS:
-        weights.materialise_generated(weights.load_entry(kind, name, ROOT / "conf"), out)
+        weights.materialise_generated(registry.load_entry(kind, name, ROOT / "conf"), out)
     return out

@@ -29,3 +29,15 @@ def run_cli(*args: str, cache: Path, models: Path, run_dir: Path | None = None,
 
 def read_run(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
+
+
+def shot_params_of(cfg) -> list[dict]:
+    """Every shot's generate_frames parameters, as production builds them (models unprepared:
+    a model's folder is not part of any key)."""
+    from engines.models.registry import Prepared
+    from flows.pre_production import model_entries
+    from flows.production import shot_params
+
+    models = {e.name: Prepared(e, "(not prepared)") for e in model_entries(cfg)}
+    plans = cfg.shot_plans()
+    return [shot_params(cfg, plans, models, i) for i in range(len(cfg.film.shots))]

@@ -1,4 +1,4 @@
-"""engines/audio.py: fitting a user track to the cut, fades, loudness (measured by ffmpeg),
+"""engines/media/audio.py: fitting a user track to the cut, fades, loudness (measured by ffmpeg),
 atomic WAV writing and early, clear errors for bad user files."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engines import audio
-from engines.errors import ConfigError
+from engines.core.errors import ConfigError
+from engines.media import audio
 
 SR = 32000
 

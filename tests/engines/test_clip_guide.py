@@ -1,4 +1,4 @@
-"""engines/clip_guide.py on CPU with the generated tiny CLIP (random weights, real format)."""
+"""engines/guidance/clip_guide.py on CPU with the generated tiny CLIP (random weights, real format)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.clip_guide import (  # noqa: E402
+from engines.core.errors import ConfigError  # noqa: E402
+from engines.guidance.clip_guide import (  # noqa: E402
     AUGMENTS,
     Cutouts,
     Guide,
@@ -20,18 +21,17 @@ from engines.clip_guide import (  # noqa: E402
     embed_texts,
     spherical_dist_loss,
 )
-from engines.errors import ConfigError  # noqa: E402
-from engines.prompts import Prompt  # noqa: E402
+from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 FAST_REF_RTOL = 1e-5  # fast (batched) vs reference (one by one) path on CPU, fp32
 
 
 def tiny_clip(models_dir: Path):
-    """The registry's generated_clip_tiny, loaded through engines.perceptor like real weights."""
-    from engines import perceptor, weights
+    """The registry's generated_clip_tiny, loaded through engines/models/clip.py like real weights."""
+    from engines.models import loaded, registry
 
-    return perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF),
+    return loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF),
                                models_dir, "cpu")
 
 
@@ -241,10 +241,10 @@ def test_guide_rejects_a_bad_path(clip):
 
 
 def test_guide_runs_on_meta_copies_for_memory_probes(clip):
-    from engines import memory, pixel_clip
+    from engines.frames import memory, pixel_clip
 
-    meta = memory.Prober("pixel_clip", pixel_clip.Settings(), perceptors=[clip],
-                         device="cpu").perceptors[0]
+    meta = memory.MemoryTracer(pixel_clip, pixel_clip.Settings(), {"clip": (clip,)},
+                         "cpu").meta["clip"][0]
     g = Guide([(meta, 1.0)], cutn=4, generator=gen(0), device="meta")
     g.set_prompts([Prompt("a red flower")])
     total, _ = g.loss(torch.empty(1, 3, 48, 80, device="meta", requires_grad=True), 0)
@@ -252,7 +252,7 @@ def test_guide_runs_on_meta_copies_for_memory_probes(clip):
 
 
 def test_compiled_and_autocast_helpers():
-    from engines.clip_guide import autocast, compiled
+    from engines.guidance.clip_guide import autocast, compiled
 
     def fn(module, x):
         return x
@@ -264,3 +264,55 @@ def test_compiled_and_autocast_helpers():
         assert not torch.is_autocast_enabled("cpu")
     with torch.autocast("cpu", dtype=torch.bfloat16), autocast("cpu", True):
         assert torch.is_autocast_enabled("cpu")  # fast on a CPU keeps the caller's context
+
+
+def test_image_prompts_embed_augmented_cutouts_of_the_whole_image(clip):
+    # The VQGAN+CLIP notebook: the target image resized to the frame's area (aspect kept), then
+    # make_cutouts -> one embedding per cutout; the prompt's distance averages every pair. A
+    # centre crop (CLIP's own preprocessing) of a 16:9 image never sees its sides.
+    from engines.guidance.clip_guide import area_fit
+
+    assert area_fit((1600, 900), (64, 64)) == (85, 48)  # sqrt(4096 * 16/9), sqrt(4096 * 9/16)
+    assert area_fit((32, 18), (640, 360)) == (32, 18)  # never larger than the image itself
+    wide = image(36, 64, seed=5)
+    sides = wide.clone()
+    sides[..., :, :10] = 1.0  # change only the left side, outside the centre 36x36 square
+    g = make_guide(clip)
+    g.frame_size = (64, 36)
+    a, b = g.image_embedding(0, wide), g.image_embedding(0, sides)
+    assert a.shape == (g.cutouts[0].cutn, clip_embed_dim(clip))
+    assert torch.equal(a, g.image_embedding(0, wide))  # its own generator: the same every time
+    assert not torch.allclose(a, b)  # the sides count
+    crop_a, crop_b = embed_images(clip, wide), embed_images(clip, sides)
+    assert torch.allclose(crop_a, crop_b)  # ... where a centre crop loses them
+
+
+def clip_embed_dim(clip) -> int:
+    return int(embed_texts(clip, ["x"]).shape[-1])
+
+
+def test_pooling_cutouts_are_the_whole_image_pooled():
+    # the notebook's (and nerdyrodent's `latest`) cutouts: (adaptive avg pool + adaptive max
+    # pool) / 2 of the whole image to the cut size, the same for every cutout before its
+    # augmentations. 64x32 -> 32x32: each output pixel pools a 1x2 block (rows 1, columns 2).
+    img = image(32, 64)
+    cuts = Cutouts(32, 3, 1.0, (), method="pooling")(img, gen(1), gen(2))
+    pairs = img.view(1, 3, 32, 32, 2)
+    want = (pairs.mean(-1) + pairs.amax(-1)) / 2
+    assert cuts.shape == (3, 3, 32, 32)
+    assert all(torch.allclose(cuts[i], want[0], atol=1e-6) for i in range(3))
+    with pytest.raises(ConfigError, match="cut_method"):
+        Cutouts(32, 3, method="tiles")
+
+
+def test_nerdyrodent_augment_codes_are_deterministic_and_not_mixed():
+    from engines.guidance.clip_guide import NERDY_DEFAULT, check_augments
+
+    cut = Cutouts(32, 4, 1.0, NERDY_DEFAULT)
+    a, b = cut(image(), gen(1), gen(2)), cut(image(), gen(1), gen(2))
+    assert a.shape == (4, 3, 32, 32) and torch.equal(a, b)
+    assert not torch.equal(a, cut(image(), gen(3), gen(2)))
+    with pytest.raises(ConfigError, match="not both"):
+        check_augments(["flip", "Af"])
+    with pytest.raises(ConfigError, match="nerdyrodent"):
+        check_augments(["Zz"])

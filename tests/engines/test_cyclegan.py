@@ -1,4 +1,4 @@
-"""engines/cyclegan.py: the ResNet generator in the public CycleGAN checkpoint format."""
+"""engines/models/cyclegan.py: the ResNet generator in the public CycleGAN checkpoint format."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engines.core.errors import ConfigError
+
 torch = pytest.importorskip("torch")
 
-from engines import cyclegan as C  # noqa: E402
-from engines import weights  # noqa: E402
-from engines.errors import PromptreelError, UnsafeCheckpointError  # noqa: E402
+from engines.core.errors import PromptreelError, UnsafeCheckpointError  # noqa: E402
+from engines.models import cyclegan as C  # noqa: E402
+from engines.models import loaded, registry, weights  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 # The public implementation's keys for ngf=4, 2 residual blocks, instance norm (no norm params).
@@ -29,8 +31,8 @@ TINY_KEYS = ["model.1.weight", "model.1.bias", "model.4.weight", "model.4.bias",
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
-    entry = weights.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
-    return entry, models, C.load_cyclegan(entry, models)
+    entry = registry.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
+    return entry, models, loaded.load_model(entry, models)
 
 
 def frames(n, h, w, seed=0):
@@ -39,7 +41,7 @@ def frames(n, h, w, seed=0):
 
 def test_generated_checkpoint_is_the_public_format(tiny, tmp_path):
     entry, models, model = tiny
-    path = C.checkpoint_path(entry, models)
+    path = weights.prepare(entry, models) / "latest_net_G.pth"
     assert path.name == "latest_net_G.pth"
     sd = torch.load(path, map_location="cpu", weights_only=True)  # a plain state dict
     assert list(sd) == TINY_KEYS
@@ -83,16 +85,16 @@ def test_old_checkpoints_and_safetensors_load(tiny, tmp_path):
     x = frames(1, 20, 24)
     want = C.refine(x, model)
     for name in ("old.pth", "g.safetensors"):
-        got = C.refine(x, C.load_cyclegan(checkpoint=tmp_path / name))
+        got = C.refine(x, C.load_generator(tmp_path / name))
         assert np.array_equal(got, want), name
 
 
 def test_bad_files_are_refused(tmp_path):
     with pytest.raises(PromptreelError, match="does not exist"):
-        C.load_cyclegan(checkpoint=tmp_path / "missing.pth")
+        C.load_generator(tmp_path / "missing.pth")
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(PromptreelError, match="not a CycleGAN"):
-        C.load_cyclegan(checkpoint=tmp_path / "other.pth")
+        C.load_generator(tmp_path / "other.pth")
 
     class Evil:
         def __reduce__(self):
@@ -101,7 +103,7 @@ def test_bad_files_are_refused(tmp_path):
 
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(UnsafeCheckpointError):
-        C.load_cyclegan(checkpoint=tmp_path / "evil.pth")
+        C.load_generator(tmp_path / "evil.pth")
 
 
 @pytest.mark.parametrize("size", [(36, 64), (50, 50), (23, 37), (3, 5)])
@@ -124,6 +126,21 @@ def test_refine_pads_by_reflection_and_crops_back(tiny):
     assert np.array_equal(C.refine(x, model), ref)
 
 
+def test_refine_can_feed_the_pixels_in_zero_to_one_as_the_paper_authors_do(tiny):
+    # their text2video.py: generate = (G(z) + 1) / 2 with z the optimised pixels (0..1), not
+    # mapped to -1..1 first
+    model = tiny[2]
+    x = frames(1, 48, 48)
+    t = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        ref = model(t)
+    ref = ((ref + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    got = C.refine(x, model, input_range="0..1")
+    assert np.array_equal(got, ref) and not np.array_equal(got, C.refine(x, model))
+    with pytest.raises(ConfigError, match="input_range"):
+        C.refine(x, model, input_range="0..255")
+
+
 def test_refine_streams_an_iterator_of_mixed_sizes(tiny):
     a, b = frames(2, 36, 64), frames(1, 30, 30, seed=1)
     out = C.refine(iter([a[0], b[0], a[1]]), tiny[2], batch=4)
@@ -134,8 +151,8 @@ def test_refine_streams_an_iterator_of_mixed_sizes(tiny):
 
 
 def test_registry_entries_validate():
-    names = weights.list_entries("cyclegan", CONF)
+    names = registry.list_entries("cyclegan", CONF)
     assert {"generated_cyclegan_tiny", "generated_cyclegan_resnet9", "text2video_cyclegan"} \
         <= set(names)
-    paper = weights.load_entry("cyclegan", "text2video_cyclegan", CONF)
+    paper = registry.load_entry("cyclegan", "text2video_cyclegan", CONF)
     assert paper.source == "url" and paper.files[0].url.startswith("https://cmu.box.com/")

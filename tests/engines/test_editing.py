@@ -18,10 +18,9 @@ import soundfile as sf
 import yaml
 from PIL import Image
 
-from engines.editing import (
-    TRANSITIONS,
+from engines.core.errors import ConfigError, PromptreelError
+from engines.media.editing import (
     ExportSettings,
-    Transition,
     as_rate,
     blend_shots,
     contact_sheet,
@@ -29,11 +28,10 @@ from engines.editing import (
     encode_preview,
     export,
     modulate_speed,
-    planned_total,
 )
-from engines.errors import ConfigError, PromptreelError
-from engines.speed import SpeedSettings, planned_frames, source_positions
-from tasks.ffmpeg import ffmpeg_exe, probe, run_argv
+from engines.media.ffmpeg import ffmpeg_exe, probe, run_argv
+from engines.planning.joins import TRANSITIONS, Transition, planned_total
+from engines.planning.speed import SpeedSettings, planned_frames, source_positions
 
 ROOT = Path(__file__).resolve().parents[2]
 FPS = 24
@@ -252,7 +250,7 @@ def test_audio_is_padded_or_trimmed_to_the_video(film: Path, tmp_path: Path, sec
 
 
 def test_metadata_never_reaches_the_filter_graph(film: Path, tmp_path: Path, monkeypatch) -> None:
-    import tasks.ffmpeg as ff
+    import engines.media.ffmpeg as ff
 
     seen: list[list[str]] = []
     real = ff.run_argv
@@ -303,7 +301,7 @@ def test_export_presets_are_commented() -> None:
 KILL_SCRIPT = """
 import sys
 from pathlib import Path
-from engines.editing import ExportSettings, export
+from engines.media.editing import ExportSettings, export
 export(Path(sys.argv[1]), None, Path(sys.argv[2]), ExportSettings(preset="slow"), fps=24,
        frames=72)
 """

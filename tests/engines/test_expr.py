@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engines.errors import ConfigError
-from engines.expr import MAX_CHARS, compile_expr, evaluate
+from engines.core.errors import ConfigError
+from engines.planning.expr import MAX_CHARS, compile_expr, evaluate
 
 
 @pytest.mark.parametrize(("text", "t", "want"), [

@@ -1,4 +1,4 @@
-"""engines/taming_compat.py and engines/perceptor.py on generated tiny models in the published
+"""engines/models/taming.py and engines/models/clip.py on generated tiny models in the published
 formats: VQGAN / GumbelVQ / Net2NetTransformer round trips, safe config reading, layout inference,
 CLIP encoders, the open_clip pretrained-file path and the per-process caches."""
 
@@ -11,9 +11,11 @@ import pytest
 import torch
 import yaml
 
-from engines import perceptor, taming_compat, weights
-from engines.errors import ConfigError, MissingWeightsError
-from engines.weights import ModelEntry, RemoteFile
+from engines.core.errors import ConfigError, MissingWeightsError
+from engines.models import clip as clip_format
+from engines.models import loaded, registry, weights
+from engines.models import taming as taming_format
+from engines.models.weights import ModelEntry, RemoteFile
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -25,12 +27,12 @@ def tiny_models(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models")
     for kind, name in [("vqgan", "generated_vqgan_f16_tiny"), ("vqgan", "generated_gumbel_f8_tiny"),
                        ("clip", "generated_clip_tiny")]:
-        weights.materialise_generated(weights.load_entry(kind, name, CONF), out)
+        weights.materialise_generated(registry.load_entry(kind, name, CONF), out)
     return out
 
 
 def entry(kind: str, name: str) -> ModelEntry:
-    return weights.load_entry(kind, name, CONF)
+    return registry.load_entry(kind, name, CONF)
 
 
 def local_entry(name: str, loader: str, files: list[str]) -> ModelEntry:
@@ -54,7 +56,7 @@ def place(models: Path, name: str, files: dict[str, bytes]) -> Path:
     ("generated_gumbel_f8_tiny", (96, 160), (1, 32, 12, 20)),
 ])
 def test_vqgan_round_trip(tiny_models, name, size, latent):
-    model = weights.load_vqgan(entry("vqgan", name), tiny_models)
+    model = loaded.load_model(entry("vqgan", name), tiny_models)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
@@ -74,9 +76,9 @@ def test_vqgan_files_and_cache(tiny_models):
     ckpt = torch.load(folder / "last.ckpt", weights_only=True)
     assert {k: v for k, v in ckpt.items() if k != "state_dict"} == {
         "epoch": 0, "global_step": 0, "pytorch-lightning_version": "1.0.8"}
-    model = weights.load_vqgan(e, tiny_models)
+    model = loaded.load_model(e, tiny_models)
     assert (folder / "last.safetensors").is_file() and (folder / "last.safetensors.json").is_file()
-    assert weights.load_vqgan(e, tiny_models) is model  # cached per process
+    assert loaded.load_model(e, tiny_models) is model  # cached per process
     assert sum(p.numel() for p in model.parameters()) == sum(
         v.numel() for v in ckpt["state_dict"].values())
     assert torch.equal(model.quantize.embedding.weight, ckpt["state_dict"]["quantize.embedding.weight"])
@@ -87,8 +89,8 @@ def test_infer_config_matches_the_published_one(tiny_models):
                          ("generated_gumbel_f8_tiny", "GumbelVQ")]:
         folder = tiny_models / "vqgan" / name
         sd = torch.load(folder / "last.ckpt", weights_only=True)["state_dict"]
-        published = taming_compat.parse_vq_config((folder / "model.yaml").read_text(), target)
-        assert taming_compat.infer_vq_config(sd) == published
+        published = taming_format.parse_vq_config((folder / "model.yaml").read_text(), target)
+        assert taming_format.infer_vq_config(sd) == published
 
 
 def test_net2net_first_stage_and_inferred_config(tiny_models, tmp_path):
@@ -110,7 +112,7 @@ def test_net2net_first_stage_and_inferred_config(tiny_models, tmp_path):
     x = torch.rand(1, 3, 64, 96) * 2 - 1
     outs = []
     for name, files in [("faces", ["model.yaml", "last.ckpt"]), ("noconfig", ["last.ckpt"])]:
-        model = weights.load_vqgan(local_entry(name, "Net2NetTransformer", files), tmp_path)
+        model = loaded.load_model(local_entry(name, "Net2NetTransformer", files), tmp_path)
         assert torch.equal(model.quantize.embedding.weight, sd["quantize.embedding.weight"])
         with torch.no_grad():
             outs.append(model.decode(model.encode(x)[0]))
@@ -121,18 +123,18 @@ def test_net2net_first_stage_and_inferred_config(tiny_models, tmp_path):
 def test_untrusted_config_targets_are_never_imported(tiny_models):
     text = (tiny_models / "vqgan" / "generated_vqgan_f16_tiny" / "model.yaml").read_text()
     with pytest.raises(ConfigError, match="os.system"):
-        taming_compat.parse_vq_config(text.replace("taming.models.vqgan.VQModel", "os.system"),
+        taming_format.parse_vq_config(text.replace("taming.models.vqgan.VQModel", "os.system"),
                                       "VQModel")
     with pytest.raises(ConfigError, match="the registry entry's loader"):
-        taming_compat.parse_vq_config(text, "GumbelVQ")
+        taming_format.parse_vq_config(text, "GumbelVQ")
     with pytest.raises(ConfigError, match="ddconfig.ch"):
-        taming_compat.parse_vq_config(text.replace("ch: 32", "ch: '32'"), "VQModel")
+        taming_format.parse_vq_config(text.replace("ch: 32", "ch: '32'"), "VQModel")
     with pytest.raises(ConfigError, match="unparsable"):
-        taming_compat.parse_vq_config("model: [", "VQModel")
+        taming_format.parse_vq_config("model: [", "VQModel")
     bad = yaml.safe_load(text)
     bad["model"]["params"]["ddconfig"]["evil"] = "!!python/object/apply:os.system"
     with pytest.raises(ConfigError, match="ddconfig.evil"):
-        taming_compat.parse_vq_config(yaml.safe_dump(bad), "VQModel")
+        taming_format.parse_vq_config(yaml.safe_dump(bad), "VQModel")
 
 
 def test_checkpoint_that_does_not_fit_its_config(tiny_models, tmp_path):
@@ -140,15 +142,15 @@ def test_checkpoint_that_does_not_fit_its_config(tiny_models, tmp_path):
     gumbel = tiny_models / "vqgan" / "generated_gumbel_f8_tiny"
     place(tmp_path, "mixed", {"model.yaml": (tiny / "model.yaml").read_bytes(),
                               "last.ckpt": (gumbel / "last.ckpt").read_bytes()})
-    with pytest.raises(taming_compat.CheckpointMismatchError, match="missing keys"):
-        weights.load_vqgan(local_entry("mixed", "VQModel", ["model.yaml", "last.ckpt"]), tmp_path)
+    with pytest.raises(taming_format.CheckpointMismatchError, match="missing keys"):
+        loaded.load_model(local_entry("mixed", "VQModel", ["model.yaml", "last.ckpt"]), tmp_path)
 
 
 def test_prepare_converts_in_pre_production_and_refuses_unsafe_checkpoints(tiny_models,
                                                                          tmp_path):
     import os
 
-    from engines.errors import UnsafeCheckpointError
+    from engines.core.errors import UnsafeCheckpointError
 
     e = entry("vqgan", "generated_gumbel_f8_tiny")
     folder = weights.prepare(e, tiny_models)
@@ -175,21 +177,21 @@ def test_missing_real_vqgan_fails_before_any_network_call(tmp_path):
     e = entry("vqgan", "vqgan_imagenet_f16_16384")
     started = time.monotonic()
     with pytest.raises(MissingWeightsError, match="runtime.download=false"):
-        weights.load_vqgan(e, tmp_path)
+        loaded.load_model(e, tmp_path)
     assert time.monotonic() - started < 5
 
 
 def test_import_shim_only_when_needed():
     import sys
 
-    taming_compat.ensure_importable()
+    taming_format.ensure_importable()
     shim = sys.modules["pytorch_lightning.utilities.distributed"]
     assert callable(shim.rank_zero_only)
     import taming.main  # noqa: F401  (the import the shim exists for)
 
 
 def test_clip_tiny_encodes_text_and_image_to_the_same_dim(tiny_models):
-    p = perceptor.load_clip(entry("clip", "generated_clip_tiny"), tiny_models)
+    p = loaded.load_model(entry("clip", "generated_clip_tiny"), tiny_models)
     assert (p.image_size, p.embed_dim, p.name) == (64, 64, "generated_clip_tiny")
     assert not p.model.training and not any(t.requires_grad for t in p.model.parameters())
     tokens = p.tokenizer(["a red fox in the snow", "a koala playing the piano"])
@@ -198,8 +200,8 @@ def test_clip_tiny_encodes_text_and_image_to_the_same_dim(tiny_models):
         text = p.encode_text(["a red fox in the snow", "a koala playing the piano"])
         image = p.encode_image(torch.rand(3, 3, 64, 64))
     assert text.shape == (2, 64) and image.shape == (3, 64)
-    assert torch.allclose(p.mean.flatten(), torch.tensor(perceptor.OPENAI_MEAN))
-    assert perceptor.load_clip(entry("clip", "generated_clip_tiny"), tiny_models) is p
+    assert torch.allclose(p.mean.flatten(), torch.tensor(clip_format.OPENAI_MEAN))
+    assert loaded.load_model(entry("clip", "generated_clip_tiny"), tiny_models) is p
 
 
 def test_open_clip_entry_loads_a_local_pretrained_file(tiny_models, tmp_path):
@@ -221,8 +223,8 @@ def test_open_clip_entry_loads_a_local_pretrained_file(tiny_models, tmp_path):
                    arch={"model": "tiny-test-clip", "pretrained": "none"},
                    files=[RemoteFile(name="open_clip_model.safetensors",
                                      url="https://example.invalid/w.safetensors")])
-    p = perceptor.load_clip(e, tmp_path / "models")
-    ref = perceptor.load_clip(entry("clip", "generated_clip_tiny"), tiny_models)
+    p = loaded.load_model(e, tmp_path / "models")
+    ref = loaded.load_model(entry("clip", "generated_clip_tiny"), tiny_models)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.allclose(p.encode_image(x), ref.encode_image(x), atol=1e-6)
@@ -232,7 +234,7 @@ def test_open_clip_entry_loads_a_local_pretrained_file(tiny_models, tmp_path):
 def test_missing_open_clip_weights_name_the_url(tmp_path):
     e = entry("clip", "vit_b_32_openai")
     with pytest.raises(MissingWeightsError) as err:
-        perceptor.load_clip(e, tmp_path)
+        loaded.load_model(e, tmp_path)
     assert e.files[0].url in str(err.value)
     assert str(tmp_path / "clip" / "vit_b_32_openai" / "open_clip_model.safetensors") in str(
         err.value)
@@ -241,7 +243,7 @@ def test_missing_open_clip_weights_name_the_url(tmp_path):
 @pytest.mark.slow
 def test_real_size_generated_vqgan(tmp_path):
     """generated_vqgan_f16_16384 has the published architecture (for benchmarks)."""
-    model = weights.load_vqgan(entry("vqgan", "generated_vqgan_f16_16384"), tmp_path)
+    model = loaded.load_model(entry("vqgan", "generated_vqgan_f16_16384"), tmp_path)
     assert model.quantize.embedding.weight.shape == (16384, 256)
     with torch.no_grad():
         z = model.encode(torch.zeros(1, 3, 64, 64))[0]

@@ -1,4 +1,4 @@
-"""engines/memory.py on CPU with the generated tiny models: the tracer, the estimate against the
+"""engines/frames/memory.py on CPU with the generated tiny models: the tracer, the estimate against the
 real allocations and the resident set, fitting to a budget, and the task's preflight wiring."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines import memory  # noqa: E402
-from engines import pixel_clip as P  # noqa: E402
-from engines import vqgan_clip as V  # noqa: E402
-from engines.prompts import Prompt  # noqa: E402
-from engines.shot import FramePlan, ShotPlan  # noqa: E402
+from engines.frames import memory  # noqa: E402
+from engines.frames import pixel_clip as P  # noqa: E402
+from engines.frames import vqgan_clip as V  # noqa: E402
+from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
+from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 MiB = 2 ** 20
@@ -23,18 +23,29 @@ MiB = 2 ** 20
 
 @pytest.fixture(scope="module")
 def models(models_dir):
-    from engines import perceptor, weights
+    from engines.models import loaded, registry
 
-    clip = perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), models_dir)
-    vq = weights.load_vqgan(weights.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
+    clip = loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF), models_dir)
+    vq = loaded.load_model(registry.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
                             models_dir)
     return {"vqgan": vq, "clip": clip}
 
 
-def prober(models, engine="vqgan_clip", settings=None, device="cpu"):
+def loaded_models(models, engine="vqgan_clip"):
+    """The engine's `models` argument: loaded models by kind."""
+    out = {"clip": (models["clip"],)}
+    return {**out, "vqgan": (models["vqgan"],)} if engine == "vqgan_clip" else out
+
+
+def real(models, engine="vqgan_clip"):
+    """memory_step's argument for the real (not meta) models."""
+    return {"clip": [models["clip"]], "vqgan": models["vqgan"]}
+
+
+def tracer(models, engine="vqgan_clip", settings=None, device="cpu"):
     settings = settings or (V.Settings(cutn=8) if engine == "vqgan_clip" else P.Settings())
-    return memory.Prober(engine, settings, perceptors=[models["clip"]], vqgan=models["vqgan"],
-                         device=device)
+    module = V if engine == "vqgan_clip" else P
+    return memory.MemoryTracer(module, settings, loaded_models(models, engine), device)
 
 
 def budget_for(working: int) -> int:
@@ -69,22 +80,22 @@ def test_meta_clone_keeps_shapes_costs_nothing_and_casts(models):
 @pytest.mark.parametrize(("engine", "size"), [("vqgan_clip", (96, 64)), ("vqgan_clip", (160, 96)),
                                               ("pixel_clip", (96, 64))])
 def test_meta_estimate_equals_the_real_allocations(models, engine, size):
-    """The meta probe allocates exactly what the real CPU iteration allocates (same tracer)."""
-    pr = prober(models, engine)
+    """The meta trace allocates exactly what the real CPU iteration allocates (same tracer)."""
+    pr = tracer(models, engine)
     settings = V.Settings(cutn=8) if engine == "vqgan_clip" else P.Settings()
     module = V if engine == "vqgan_clip" else P
-    module.probe(settings, *size, vqgan=models["vqgan"], perceptors=[models["clip"]],
-                 device="cpu")  # models now in the path's memory format, as in a render
-    with memory.live_bytes() as real:
-        module.probe(settings, *size, vqgan=models["vqgan"], perceptors=[models["clip"]],
-                     device="cpu")
-    assert pr.working(settings, *size) == real.peak > 0
+    if engine == "vqgan_clip":  # the model in the path's memory format, as in a render
+        V.prepare_model(models["vqgan"], settings)
+    module.memory_step(settings, *size, real(models), device="cpu")
+    with memory.live_bytes() as traced:
+        module.memory_step(settings, *size, real(models), device="cpu")
+    assert pr.working(settings, *size) == traced.peak > 0
     assert pr.weights == memory.nbytes(models["clip"].model) + (
         memory.nbytes(models["vqgan"]) if engine == "vqgan_clip" else 0)
 
 
 def test_estimate_grows_with_size_and_cutouts_and_checkpointing_saves(models):
-    pr = prober(models)
+    pr = tracer(models)
     s = V.Settings(cutn=8)
     small, large = pr.working(s, 128, 128), pr.working(s, 256, 256)
     assert large > 2 * small
@@ -96,30 +107,29 @@ def test_estimate_grows_with_size_and_cutouts_and_checkpointing_saves(models):
 
 
 def test_cuda_estimate_uses_bf16_activations_on_the_fast_path(models):
-    cpu = prober(models).working(V.Settings(cutn=8), 256, 256)
-    cuda_fast = prober(models, device="cuda").working(V.Settings(cutn=8), 256, 256)
+    cpu = tracer(models).working(V.Settings(cutn=8), 256, 256)
+    cuda_fast = tracer(models, device="cuda").working(V.Settings(cutn=8), 256, 256)
     ref = V.Settings(cutn=8, path="reference")
-    cuda_ref = prober(models, settings=ref, device="cuda").working(ref, 256, 256)
+    cuda_ref = tracer(models, settings=ref, device="cuda").working(ref, 256, 256)
     assert cuda_fast < 0.75 * cpu
-    assert cuda_ref == prober(models, settings=ref).working(ref, 256, 256)  # fp32 like the CPU
+    assert cuda_ref == tracer(models, settings=ref).working(ref, 256, 256)  # fp32 like the CPU
 
 
 # ------------------------------------------------------------------------------ fitting
 def test_preflight_is_a_no_op_without_cuda(models):
     s = V.Settings(cutn=8)
     assert memory.free_memory("cpu") is None
-    assert memory.preflight("vqgan_clip", s, 4096, 4096, perceptors=[models["clip"]],
-                            vqgan=models["vqgan"], device="cpu", shot="a") == (s, None)
+    assert memory.preflight(V, s, 4096, 4096, loaded_models(models), device="cpu",
+                            shot="a") == (s, None)
 
 
 def test_preflight_names_the_largest_size_and_cutouts_that_fit(models, monkeypatch):
     s = V.Settings(cutn=16)
-    pr = prober(models, settings=s, device="cuda")  # the estimate preflight makes for CUDA
+    pr = tracer(models, settings=s, device="cuda")  # the estimate preflight makes for CUDA
     free = budget_for(pr.working(s, 256, 144))  # room for 256x144 at 16 cutouts
     monkeypatch.setattr(memory, "free_memory", lambda device: free)
     with pytest.raises(memory.DeviceMemoryError) as err:
-        memory.preflight("vqgan_clip", s, 640, 360, perceptors=[models["clip"]],
-                         vqgan=models["vqgan"], device="cuda", shot="garden")
+        memory.preflight(V, s, 640, 360, loaded_models(models), device="cuda", shot="garden")
     text = str(err.value)
     assert text.startswith("shot 'garden': vqgan_clip at 640x360 with 16 cutouts needs about")
     w, h = map(int, re.search(r"resolution (\d+)x(\d+) at 16 cutouts", text).groups())
@@ -137,7 +147,7 @@ def test_preflight_names_the_largest_size_and_cutouts_that_fit(models, monkeypat
 
 def test_auto_fit_turns_on_checkpointing_then_lowers_cutouts_or_the_canvas(models):
     s = V.Settings(cutn=32, auto_fit=True)
-    pr = prober(models, settings=s)
+    pr = tracer(models, settings=s)
     ck = s.model_copy(update={"decoder_checkpointing": True})
     fitted, note = memory.fit(pr, s, 256, 256, budget_for(pr.working(ck, 256, 256)))
     assert (fitted, note) == (ck, "decoder_checkpointing=true")
@@ -145,7 +155,7 @@ def test_auto_fit_turns_on_checkpointing_then_lowers_cutouts_or_the_canvas(model
     free = budget_for(pr.working(ck.model_copy(update={"cutn": 12}), 128, 128))
     fitted, note = memory.fit(pr, s, 128, 128, free)
     n = fitted.cutn
-    assert memory.MIN_CUTN <= n < 32 and (fitted.decoder_checkpointing, fitted.canvas_scale) == (
+    assert V.MIN_CUTN <= n < 32 and (fitted.decoder_checkpointing, fitted.canvas_scale) == (
         True, 1.0) and note == f"decoder_checkpointing=true, cutn={n}"
     assert not memory.fits(pr.working(fitted.model_copy(update={"cutn": n + 1}), 128, 128), free)
     # 256x256 checkpointed: the decoder's recomputation sets the peak whatever the cutouts, so
@@ -163,7 +173,7 @@ def test_auto_fit_turns_on_checkpointing_then_lowers_cutouts_or_the_canvas(model
 
 def test_pixel_auto_fit_lowers_the_augmentations(models):
     s = P.Settings(n_augments=8, auto_fit=True)
-    pr = prober(models, "pixel_clip", s)
+    pr = tracer(models, "pixel_clip", s)
     three = s.model_copy(update={"n_augments": 3})
     fitted, note = memory.fit(pr, s, 96, 64, budget_for(pr.working(three, 96, 64)))
     assert (fitted.n_augments, note) == (3, "n_augments=3")
@@ -181,15 +191,16 @@ class ListSink:
     def commit(self, index, image, state, record):
         self.frames.append(image)
 
+    def save_state(self, state):
+        pass
+
 
 def plan(width=96, height=64, n=1):
     return ShotPlan("t", width, height, 8.0, 1, (FramePlan((Prompt("a red flower"),)),) * n)
 
 
 def shot_engine(**settings):
-    from flows.config import EngineChoice
-
-    return EngineChoice(name="vqgan_clip", settings=V.Settings(images_interval=1, **settings))
+    return V.Settings(images_interval=1, **settings)
 
 
 def test_render_shot_applies_auto_fit_and_returns_what_changed(models, monkeypatch):
@@ -197,16 +208,16 @@ def test_render_shot_applies_auto_fit_and_returns_what_changed(models, monkeypat
     from tasks.generate_frames import render_shot
 
     engine = shot_engine(cutn=8, auto_fit=True)
-    ck = engine.settings.model_copy(update={"decoder_checkpointing": True})
-    free = budget_for(prober(models, settings=ck).working(ck, 96, 64))
+    ck = engine.model_copy(update={"decoder_checkpointing": True})
+    free = budget_for(tracer(models, settings=ck).working(ck, 96, 64))
     monkeypatch.setattr(memory, "free_memory", lambda device: free)
     sink = ListSink()
-    note = render_shot(engine, plan(), models["vqgan"], [models["clip"]], sink, "cpu", "t")
+    note = render_shot(V, engine, plan(), loaded_models(models), sink, "cpu")
     assert note == "decoder_checkpointing=true" and len(sink.frames) == 1
     engine = shot_engine(cutn=8)  # same budget, auto_fit off: stop before rendering
     with pytest.raises(memory.DeviceMemoryError, match="shot 't': vqgan_clip at 96x64 with 8 "
                        "cutouts needs about"):
-        render_shot(engine, plan(), models["vqgan"], [models["clip"]], ListSink(), "cpu", "t")
+        render_shot(V, engine, plan(), loaded_models(models), ListSink(), "cpu")
 
 
 def test_render_shot_turns_a_cuda_out_of_memory_error_into_what_fits(models, monkeypatch):
@@ -216,13 +227,12 @@ def test_render_shot_turns_a_cuda_out_of_memory_error_into_what_fits(models, mon
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     s = V.Settings(cutn=8)
-    free = budget_for(prober(models, settings=s).working(s, 64, 32))
+    free = budget_for(tracer(models, settings=s).working(s, 64, 32))
     calls = iter([None, free])  # no preflight budget (as if it passed), then the real one
     monkeypatch.setattr(memory, "free_memory", lambda device: next(calls))
     monkeypatch.setattr(V, "render", oom)
     with pytest.raises(memory.DeviceMemoryError) as err:
-        render_shot(shot_engine(cutn=8), plan(), models["vqgan"], [models["clip"]], ListSink(),
-                    "cuda", "t")
+        render_shot(V, shot_engine(cutn=8), plan(), loaded_models(models), ListSink(), "cuda")
     text = str(err.value)
     assert text.startswith("ran out of memory. shot 't': vqgan_clip at 96x64 with 8 cutouts "
                            "needed about")

@@ -1,4 +1,4 @@
-"""engines/musicgen.py on the generated tiny MusicGen (real audiocraft layout, random weights):
+"""engines/music/musicgen.py on the generated tiny MusicGen (real audiocraft layout, random weights):
 exact lengths, seeded determinism, seams that are not restarts, settings, registry entries,
 safe loading and the prompt derived from the film's prompts."""
 
@@ -13,27 +13,31 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from engines import musicgen
-from engines.errors import ConfigError, MissingWeightsError, UnsafeCheckpointError
+from engines.core.errors import ConfigError, MissingWeightsError, UnsafeCheckpointError
+from engines.models import audiocraft, loaded, registry
+from engines.music import musicgen
 
 ROOT = Path(__file__).resolve().parents[2]
 SOUNDTRACK = ROOT / "conf" / "soundtrack"
 SR = 32000
 
 
-def entry(name: str) -> SimpleNamespace:
-    return SimpleNamespace(**yaml.safe_load((SOUNDTRACK / "models" / f"{name}.yaml").read_text()))
+def entry(name: str) -> registry.ModelEntry:
+    return registry.load_entry("musicgen", name, ROOT / "conf")
+
+
+TINY = entry("generated_musicgen_tiny")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("musicgen") / "generated_musicgen_tiny"
-    musicgen.build_generated(entry("generated_musicgen_tiny"), out)
+    audiocraft.build_generated(entry("generated_musicgen_tiny"), out)
     return out
 
 
 def compose(model: Path, seconds: float, seed: int = 3, **kw) -> np.ndarray:
-    audio, sr = musicgen.compose(model, prompt="calm piano over rain", duration_s=seconds,
+    audio, sr = musicgen.compose(TINY, model, prompt="calm piano over rain", duration_s=seconds,
                                  seed=seed, **kw)
     assert sr == SR and audio.dtype == np.float32 and audio.ndim == 2
     return audio
@@ -45,8 +49,8 @@ def test_generated_model_is_deterministic_and_in_published_layout(tiny, tmp_path
     import torch
 
     again = tmp_path / "again"
-    musicgen.build_generated(entry("generated_musicgen_tiny"), again)
-    for name in musicgen.FILES:
+    audiocraft.build_generated(entry("generated_musicgen_tiny"), again)
+    for name in audiocraft.FILES:
         assert (tiny / name).read_bytes() == (again / name).read_bytes()
         pkg = torch.load(tiny / name, weights_only=True)
         assert set(pkg) == {"xp.cfg", "best_state"} and isinstance(pkg["xp.cfg"], str)
@@ -58,14 +62,14 @@ def test_audiocraft_get_pretrained_loads_it(tiny):
 
     model = MusicGen.get_pretrained(str(tiny), device="cpu")
     assert (model.sample_rate, model.frame_rate, model.max_duration) == (SR, 50, 30.0)
-    ours = musicgen.load(tiny, "cpu")
-    assert ours is musicgen.load(tiny, "cpu")  # cached per process
+    ours = loaded.load(TINY, tiny, "cpu")
+    assert ours is loaded.load(TINY, tiny, "cpu")  # cached per process
     assert ours.lm.card == model.lm.card == 64
 
 
 def test_melody_model_cannot_be_generated(tmp_path):
     with pytest.raises(ConfigError, match="arch.melody.*demucs"):
-        musicgen.build_generated(SimpleNamespace(arch={"melody": True}, seed=0), tmp_path)
+        audiocraft.build_generated(SimpleNamespace(arch={"melody": True}, seed=0), tmp_path)
 
 
 # --- compose -------------------------------------------------------------------------------
@@ -100,7 +104,7 @@ def block_rms(x: np.ndarray, block: int) -> np.ndarray:
 def test_seams_are_not_restarts(tiny, caplog):
     """Windows of 3 s with 1 s overlap: cross-fades over 2-3 s, 4-5 s and 6-7 s. Level and
     sample-to-sample change inside and at the edges of every seam match the rest."""
-    with caplog.at_level("INFO", logger="engines.musicgen"):
+    with caplog.at_level("INFO", logger="engines.music.musicgen"):
         x = compose(tiny, 9.0, window_s=3.0, overlap_s=1.0)[0].astype(np.float64)
     assert [r.getMessage() for r in caplog.records] == [
         "soundtrack: window 1/4 (3.0 s)"] + [
@@ -128,7 +132,7 @@ def test_continuation_keeps_the_first_window(tiny):
 
 def test_finished_track_meets_loudness_targets(tiny, tmp_path):
     """What compose_soundtrack does with it: fade, normalise, write; ffmpeg measures the file."""
-    from engines import audio
+    from engines.media import audio
 
     track = compose(tiny, 7.3, window_s=3.0, overlap_s=1.0)
     track = audio.normalise(audio.fade(track, SR, 1.0, 2.0), SR, target_lufs=-16.0,
@@ -172,11 +176,11 @@ def test_checkpoint_that_runs_code_is_refused(tiny, tmp_path):
     pkg = torch.load(tiny / "state_dict.bin", weights_only=True)
     torch.save({**pkg, "extra": ex}, bad / "state_dict.bin", pickle_module=pickle)
     with pytest.raises(UnsafeCheckpointError, match="state_dict.bin.*Unsupported global"):
-        musicgen.load(bad, "cpu")
+        audiocraft.load(TINY, bad, "cpu")
     assert not (tmp_path / "pwned").exists()
     (bad / "compression_state_dict.bin").unlink()
     with pytest.raises(MissingWeightsError, match="compression_state_dict.bin"):
-        musicgen.load(bad, "cpu")
+        audiocraft.load(TINY, bad, "cpu")
 
 
 # --- settings and registry -----------------------------------------------------------------
@@ -227,7 +231,7 @@ def test_registry_entries():
         assert e["name"] == name and e["kind"] == "musicgen" and e["loader"] is None
         if e["source"] == "generated":
             assert e["files"] == [] and isinstance(e["seed"], int)
-            musicgen.generated_cfg(e["arch"])  # every arch key is understood
+            audiocraft.generated_cfg(e["arch"])  # every arch key is understood
             continue
         assert e["source"] == "audiocraft"
         hub = e["arch"]["hub_id"]
@@ -255,8 +259,8 @@ def test_derive_prompt_is_deterministic_and_documented():
 def test_text_encoder_offline_and_missing_names_what_to_fetch(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    from engines.errors import MissingWeightsError
-    from engines.musicgen import ensure_text_encoder
+    from engines.core.errors import MissingWeightsError
+    from engines.models.audiocraft import ensure_text_encoder
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(MissingWeightsError, match=r"text encoder t5-base .*make fetch-models"):
@@ -267,7 +271,7 @@ def test_text_encoder_download_goes_online_only_for_its_files(tmp_path, monkeypa
     import huggingface_hub
     from huggingface_hub import constants
 
-    from engines.musicgen import TEXT_ENCODER_FILES, ensure_text_encoder
+    from engines.models.audiocraft import TEXT_ENCODER_FILES, ensure_text_encoder
 
     calls = []
 

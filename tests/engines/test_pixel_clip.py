@@ -1,4 +1,4 @@
-"""engines/pixel_clip.py on CPU with the generated tiny CLIP (random weights, real format)."""
+"""engines/frames/pixel_clip.py on CPU with the generated tiny CLIP (random weights, real format)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,24 @@ from pydantic import ValidationError
 
 torch = pytest.importorskip("torch")
 
-from engines import pixel_clip as P  # noqa: E402
-from engines.errors import ConfigError  # noqa: E402
-from engines.prompts import Prompt  # noqa: E402
-from engines.shot import FramePlan, ShotPlan  # noqa: E402
+from engines.core.errors import ConfigError  # noqa: E402
+from engines.frames import pixel_clip as P  # noqa: E402
+from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
+from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PROMPTS = (Prompt("a red flower"), Prompt("a koala", 0.5))
-FAST = {"iterations_per_frame": 3}
+FAST = {"iterations_per_frame": 3, "profile": "promptreel"}  # tests of promptreel's settings
+PAPER = {"profile": "paper", "iterations_per_frame": 3, "first_frame_iterations": 3,
+         "carry_over_iteration": 2}
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    from engines import perceptor, weights
+    from engines.models import loaded, registry
 
     out = tmp_path_factory.mktemp("models")
-    return perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), out)
+    return loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF), out)
 
 
 class MemorySink:
@@ -59,8 +61,7 @@ def plan(n=4, width=64, height=36, prompts=PROMPTS, seed=3, **motion):
 
 def render(clip, shot, sink=None, **settings):
     sink = sink or MemorySink()
-    P.render(P.Settings(**{**FAST, **settings}), shot, perceptors=[clip], sink=sink,
-             device="cpu")
+    P.render(P.Settings(**{**FAST, **settings}), shot, {"clip": (clip,)}, sink, "cpu")
     return sink
 
 
@@ -140,12 +141,12 @@ def test_alternating_perceptors_use_one_per_iteration(clip, monkeypatch):
 
     monkeypatch.setattr(P._Run, "_encode", spy)
     shot = plan(n=1)
-    P.render(P.Settings(iterations_per_frame=4, n_augments=3), shot, perceptors=[clip, clip],
-             sink=MemorySink(), device="cpu")
+    P.render(P.Settings(iterations_per_frame=4, n_augments=3, profile="promptreel"), shot,
+             {"clip": (clip, clip)}, MemorySink(), "cpu")
     assert used == [(0, 3), (1, 3), (0, 3), (1, 3)]
     used.clear()
-    P.render(P.Settings(iterations_per_frame=2, alternate_perceptors=False), shot,
-             perceptors=[clip, clip], sink=MemorySink(), device="cpu")
+    P.render(P.Settings(iterations_per_frame=2, alternate_perceptors=False, profile="promptreel"),
+             shot, {"clip": (clip, clip)}, MemorySink(), "cpu")
     assert used == [(0, 4), (1, 4), (0, 4), (1, 4)]
 
 
@@ -205,9 +206,9 @@ def test_init_image_image_prompts_and_motion(clip, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_iteration_loop_never_waits_for_the_gpu(tmp_path):
-    from engines import perceptor, weights
+    from engines.models import loaded, registry
 
-    clip = perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), tmp_path,
+    clip = loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF), tmp_path,
                                "cuda")
     for path in ("fast", "reference"):
         run = P._Run(P.Settings(path=path), plan(n=2, width=320, height=180), [clip, clip],
@@ -225,7 +226,7 @@ def test_iteration_loop_never_waits_for_the_gpu(tmp_path):
 
 
 def test_compile_setting_passes_the_perceptor_through_torch_compile(clip, monkeypatch):
-    from engines import clip_guide
+    from engines.guidance import clip_guide
 
     compiled = []
 
@@ -243,14 +244,97 @@ def test_compile_setting_passes_the_perceptor_through_torch_compile(clip, monkey
     assert (P.Settings().compile, P.Settings().auto_fit) == ("none", False)
 
 
-def test_probe_runs_one_iteration_per_perceptor_on_meta_copies(clip, monkeypatch):
-    from engines import memory
+def test_memory_step_runs_one_iteration_per_perceptor_on_meta_copies(clip, monkeypatch):
+    from engines.frames import memory
 
-    pr = memory.Prober("pixel_clip", P.Settings(), perceptors=[clip, clip], device="cpu")
+    pr = memory.MemoryTracer(P, P.Settings(), {"clip": (clip, clip)}, "cpu")
     used = []
     real = P._Run._encode
     monkeypatch.setattr(P._Run, "_encode", lambda self, pi, v: used.append(pi) or real(
         self, pi, v))
     with memory.live_bytes() as m:
-        P.probe(P.Settings(), 96, 64, perceptors=pr.perceptors, device="meta")
+        P.memory_step(P.Settings(), 96, 64, pr.meta, device="meta")
     assert used == [0, 1] and m.peak > 0
+
+
+# ------------------------------------------------------------------------- the paper profile
+def test_profiles_fill_every_null_setting():
+    paper = P.Settings().resolved()
+    # the authors' published settings (text2video.py: fast mode lr .17, 10 iterations, first
+    # frame 50, temperature halved, squish noise std 1, carry-over at iteration 9; clip_loss.py:
+    # perspective 0.5 then a 0.7-0.999 resized crop)
+    assert (paper.lr, paper.iterations_per_frame, paper.first_frame_iterations) == (0.17, 10, 50)
+    assert (paper.temperature_scale, paper.noise, paper.noise_scale) == (0.5, "squish", 1.0)
+    assert (paper.views, paper.stability_every, paper.carry_over_iteration) == ("sum", 4, 9)
+    assert (paper.clamp, paper.augment, paper.perspective) == (False, "perspective_crop", 0.5)
+    assert paper.fade == 2
+    ours = P.Settings(profile="promptreel", iterations_per_frame=7).resolved()
+    assert (ours.lr, ours.first_frame_iterations, ours.noise, ours.noise_scale) == \
+        (0.03, 7, "add", 0.025)
+    assert (ours.views, ours.stability_every, ours.clamp, ours.fade) == ("mean", 1, True, 1)
+    assert P.Settings(lr=0.5).resolved().lr == 0.5  # a value given wins over the profile
+
+
+def test_squish_noise_divides_the_frame_then_adds_noise(clip):
+    # the authors' alter_z_noise: z / squish + N(0, noise_std). T = 30, halved (fast mode) to 15:
+    # squish = 2 + 4 * 15 / 100 = 2.6, stability weight 4 - 4 * 15 / 100 = 3.4
+    run = P._Run(P.Settings(noise_scale=0.0), plan(n=2), [clip], None, "cpu", None)
+    assert (run.squish, run.w_c) == (pytest.approx(2.6), pytest.approx(3.4))
+    prev = torch.rand(1, 3, 36, 64, generator=torch.Generator().manual_seed(0))
+    start, ref = run.next_start(prev, plan(n=2).frames[1])
+    assert torch.allclose(start, prev / 2.6) and torch.equal(ref, prev)
+    run = P._Run(P.Settings(), plan(n=2), [clip], None, "cpu", None)
+    start, _ = run.next_start(prev, plan(n=2).frames[1])
+    noise = start - prev / 2.6
+    assert 0.8 < float(noise.std()) < 1.2  # std 1, not clamped to 0..1
+    assert float(start.min()) < 0 < 1 < float(start.max())
+
+
+def test_summed_views_are_n_times_the_mean(clip):
+    targets_of = lambda run: run.frame_targets(PROMPTS)  # noqa: E731
+    frame = torch.rand(1, 3, 36, 64, generator=torch.Generator().manual_seed(1))
+    losses = {}
+    for views in ("sum", "mean"):
+        run = P._Run(P.Settings(views=views), plan(n=1), [clip], None, "cpu", None)
+        losses[views] = float(run.text_loss(frame, targets_of(run)))
+    assert losses["sum"] == pytest.approx(4 * losses["mean"], rel=1e-5)
+
+
+def test_perspective_crop_views():
+    g, d = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    black = torch.zeros(1, 3, 36, 64)
+    views = P.perspective_crop(black, 32, 4, (0.7, 0.999), 0.5, g, d)
+    assert views.shape == (4, 3, 32, 32)
+    assert float(views.max()) > 0.5  # the perspective brings white fill into view
+    # no distortion, the whole square frame: the frame itself
+    img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    same = P.perspective_crop(img, 32, 1, (1.0, 1.0), 0.0, g, d)
+    assert torch.allclose(same, img, atol=1e-5)
+    # torchvision's window rule: area fraction in the range, aspect 3/4..4/3, inside the frame
+    for t, left, h, w in P.resized_crop_windows(224, 398, 100, (0.7, 0.999), g):
+        assert 0.69 < h * w / (224 * 398) < 1.0 and 3 / 4 - 0.02 < w / h < 4 / 3 + 0.02
+        assert 0 <= t <= 224 - h and 0 <= left <= 398 - w
+
+
+def test_paper_profile_renders_unclamped_with_carry_over_and_resumes(clip):
+    shot = plan(n=3)
+    straight = render(clip, shot, **PAPER)
+    assert straight.records[2]["iterations"] == 9
+    assert "carry" in straight.states[1]  # the next frame starts from iteration 2 of 3
+    assert float(straight.states[1]["prev"].min()) < 0  # pixels are not clamped ...
+    assert all(f.dtype == np.uint8 for f in straight.frames.values())  # ... frames are clipped
+    sink = MemorySink(crash_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        render(clip, shot, sink, **PAPER)
+    sink.crash_at = None
+    render(clip, shot, sink, **PAPER)
+    for i in range(3):
+        assert np.array_equal(straight.frames[i], sink.frames[i]), i
+
+
+def test_paper_frames_per_prompt_fades_over_two_f_frames():
+    shot = ShotPlan("s", 8, 8, 8.0, 0, tuple(
+        FramePlan((Prompt("cat"),) if i < 2 else (Prompt("koala"),)) for i in range(6)))
+    got = [[(p.text, round(p.weight, 3)) for p in ps] for ps in P.frame_prompts(shot, 2, fade=2)]
+    assert got == [[("cat", 1.0)], [("cat", 0.75), ("koala", 0.25)], [("cat", 0.5), ("koala", 0.5)],
+                   [("cat", 0.25), ("koala", 0.75)], [("koala", 1.0)], [("koala", 1.0)]]

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
-from engines.errors import ConfigError
-from engines.prompts import (
+from engines.core.errors import ConfigError
+from engines.planning.prompts import (
     Prompt,
     paper_prompt_weights,
     parse_image_prompt,
     parse_prompt_schedule,
     parse_prompts,
+    parse_story,
     story_index,
     story_phrases,
 )
@@ -89,8 +91,55 @@ def test_story() -> None:
         story_phrases("a ^ ^ b")
     assert [story_index(i, 10, 3) for i in (0, 9, 10, 19, 20, 29, 30, 500)] == \
         [0, 0, 1, 1, 2, 2, 2, 2]
+    # nerdyrodent's -cpe loops: phrase (i // every) mod n
+    assert [story_index(i, 10, 3, loop=True) for i in (0, 10, 20, 30, 45, 61)] == [0, 1, 2, 0, 1, 0]
     with pytest.raises(ConfigError):
         story_index(0, 0, 3)
+
+
+# nerdyrodent's generate.py: `prompts.split("^")` into phrases first, then each phrase
+# `.split("|")` into items, each `text:weight:stop` (weight 1, stop -inf by default).
+@pytest.mark.parametrize(("text", "want"), [
+    ("a sunflower|photo:-1 ^ a rose",
+     ((Prompt("a sunflower"), Prompt("photo", -1.0)), (Prompt("a rose"),))),
+    ("a:2 ^ b | c:0.5:0.9 ^ d:-0.25",
+     ((Prompt("a", 2.0),), (Prompt("b"), Prompt("c", 0.5, 0.9)), (Prompt("d", -0.25),))),
+    ("one phrase | two:3", ((Prompt("one phrase"), Prompt("two", 3.0)),)),
+    ("a photo: dusk:1.5 ^ night", ((Prompt("a photo: dusk", 1.5),), (Prompt("night"),))),
+])
+def test_story_line_splits_phrases_first_then_weighted_items(text, want) -> None:
+    assert parse_story(text, key="p") == want
+    schedule = parse_prompt_schedule(text, key="p")
+    assert schedule.stories == (want,) and schedule.prompts == (want[0],)
+    assert schedule.has_story == (len(want) > 1)
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("a ^ ^ b", "a phrase between '^' is empty"),
+    ("a ^", "a phrase between '^' is empty"),
+    ("^ a", "a phrase between '^' is empty"),
+    ("a | ^ b", "an item between '|' is empty"),
+    ("a:1.2.3 ^ b", "'1.2.3' after ':'"),
+])
+def test_story_line_errors(text, why) -> None:
+    with pytest.raises(ConfigError, match=re.escape(why)):
+        parse_story(text, key="film.shots.0.prompts")
+
+
+def test_story_keyframes_refuse_a_crossfade_but_cut_between_stories() -> None:
+    spec = {"0": "a | b:0.5 ^ c", "10": "d"}
+    s = parse_prompt_schedule(spec, key="film.shots.0.prompts")
+    assert s.story_at(3) == ((Prompt("a"), Prompt("b", 0.5)), (Prompt("c"),))
+    assert s.story_at(10) == ((Prompt("d"),),)
+    assert s.at(12, transition="crossfade", transition_frames=0) == (Prompt("d"),)  # 0 = a cut
+    with pytest.raises(ConfigError, match="ambiguous") as info:
+        s.at(12, transition="crossfade", transition_frames=4)
+    assert str(info.value).startswith("film.shots.0.prompts: bad value 'a | b ^ c'")
+
+
+def test_a_plain_prompt_line_refuses_story_marks() -> None:
+    with pytest.raises(ConfigError, match="story phrases"):
+        parse_prompts("a ^ b", key="p")
 
 
 def test_schedule_plain_line_and_all_texts() -> None:
@@ -179,3 +228,12 @@ def test_paper_prompt_weights_golden() -> None:
     assert all(sum(paper_prompt_weights(4, 7, f)) == pytest.approx(1) for f in range(40))
     with pytest.raises(ConfigError, match="frames_per_prompt"):
         paper_prompt_weights(2, 0, 0)
+
+
+def test_paper_prompt_weights_fade_over_two_f_frames() -> None:
+    # The authors' code: with frames_per_prompt F, prompt i fades into prompt i+1 over a block
+    # of 2F frames, w_next = k / 2F at frame k of the block; the last prompt then holds for F
+    # frames: 2 prompts, F = 20 -> a 60-frame video (the paper's Figure 2). Frame 10: 10/40.
+    got = [paper_prompt_weights(2, 20, f, fade=40) for f in (0, 10, 20, 39, 40, 59)]
+    assert got == [[1.0, 0.0], [0.75, 0.25], [0.5, 0.5], [1 - 39 / 40, 39 / 40], [0.0, 1.0],
+                   [0.0, 1.0]]

@@ -1,4 +1,4 @@
-"""engines/refine.py: OpenCV denoisers, refinement settings and `refine_dir`."""
+"""engines/post/refine.py: OpenCV denoisers, refinement settings and `refine_dir`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 from pydantic import ValidationError
 
-from engines import refine as D
+from engines.post import refine as D
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -72,15 +72,17 @@ def test_settings_and_yamls():
 
 @pytest.mark.parametrize("method", ["none", "nlmeans", "bilateral", "cyclegan"])
 def test_refine_dir_writes_every_frame_at_its_size(method, tmp_path):
-    from engines import weights
+    from engines.models import registry, weights
+    from engines.models.registry import Prepared
 
     src = tmp_path / "in"
     src.mkdir()
     for i in range(3):
         Image.fromarray(noisy_flat(36, 50, seed=i)).save(src / f"{i:06d}.png")
-    entry = weights.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
+    entry = registry.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
     s = D.RefineSettings(method=method, batch=2)
-    n = D.refine_dir(src, tmp_path / "out", s, model=entry, models_dir=tmp_path / "models")
+    model = Prepared(entry, str(weights.prepare(entry, tmp_path / "models")))
+    n = D.refine_dir(src, tmp_path / "out", s, model=model)
     assert n == 3
     outs = sorted((tmp_path / "out").glob("*.png"))
     assert [p.name for p in outs] == ["000000.png", "000001.png", "000002.png"]
@@ -92,14 +94,16 @@ def test_refine_dir_writes_every_frame_at_its_size(method, tmp_path):
 
 
 def test_refine_dir_uses_a_user_checkpoint(tmp_path):
-    from engines import cyclegan, weights
+    from engines.models import cyclegan, registry
+    from engines.models.registry import Prepared
 
-    entry = weights.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
+    entry = registry.load_entry("cyclegan", "generated_cyclegan_tiny", CONF)
     cyclegan.build_generated(entry, tmp_path)  # a latest_net_G.pth the user points at
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(noisy_flat(20, 20)).save(src / "000000.png")
     s = D.RefineSettings(method="cyclegan", model="text2video_cyclegan",
                          checkpoint=str(tmp_path / "latest_net_G.pth"))
-    paper = weights.load_entry("cyclegan", "text2video_cyclegan", CONF)  # not downloaded
-    assert D.refine_dir(src, tmp_path / "out", s, model=paper, models_dir=tmp_path / "m") == 1
+    paper = registry.load_entry("cyclegan", "text2video_cyclegan", CONF)  # not downloaded
+    missing = Prepared(paper, str(tmp_path / "m"))  # never loaded: the checkpoint wins
+    assert D.refine_dir(src, tmp_path / "out", s, model=missing) == 1

@@ -1,4 +1,4 @@
-"""engines/safe_ckpt.py: malicious checkpoints are refused and their payload never runs; a
+"""engines/models/safe_ckpt.py: malicious checkpoints are refused and their payload never runs; a
 Lightning-like checkpoint with non-tensor extras converts to exactly its state_dict."""
 
 from __future__ import annotations
@@ -20,9 +20,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engines import safe_ckpt
-from engines.errors import UnsafeCheckpointError
-from engines.safe_ckpt import BadCheckpointError, cached_safetensors, convert_ckpt, is_dangerous
+from engines.core.errors import UnsafeCheckpointError
+from engines.models import safe_ckpt
+from engines.models.safe_ckpt import (
+    BadCheckpointError,
+    cached_safetensors,
+    convert_ckpt,
+    is_dangerous,
+)
 
 
 def write_marker(path: str) -> None:

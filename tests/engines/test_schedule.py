@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from engines.errors import ConfigError
-from engines.schedule import parse_schedule, schedule_values
+from engines.core.errors import ConfigError
+from engines.planning.keyframes import parse_schedule, schedule_values
 
 
 def test_deforum_zoom_default() -> None:
@@ -81,23 +81,23 @@ def test_seconds_keys() -> None:
         parse_schedule("0s:(1)", key="zoom")
 
 
-def test_cubic_golden_pchip() -> None:
+def test_pchip_golden() -> None:
     # Points (0,0), (10,10), (20,10). Secants 1 and 0. Interior tangent 0 (flat neighbour);
     # end tangent ((2*10+10)*1 - 10*0)/20 = 1.5. At s=0.5 in [0,10]:
     # h01*10 + h*(h10*1.5) = 0.5*10 + 10*0.125*1.5 = 6.875
-    got = schedule_values("0:(0), 10:(10), 20:(10)", 21, key="k", interpolation="cubic")
+    got = schedule_values("0:(0), 10:(10), 20:(10)", 21, key="k", interpolation="pchip")
     assert got[5] == pytest.approx(6.875)
     assert got[10] == 10.0 and got[15] == 10.0 and got[20] == 10.0
     assert max(got) <= 10.0  # no overshoot
-    # two keys: cubic is linear
-    assert schedule_values("0:(0), 4:(4)", 5, key="k", interpolation="cubic") == [0, 1, 2, 3, 4]
+    # two keys: pchip is linear
+    assert schedule_values("0:(0), 4:(4)", 5, key="k", interpolation="pchip") == [0, 1, 2, 3, 4]
 
 
-def test_cubic_matches_scipy_pchip() -> None:
+def test_pchip_matches_scipy_pchip() -> None:
     interpolate = pytest.importorskip("scipy.interpolate")
     xs, ys = [0, 7, 12, 30, 41], [1.0, 1.3, 0.2, 0.25, -2.0]
     text = ", ".join(f"{x}:({y})" for x, y in zip(xs, ys, strict=True))
-    got = schedule_values(text, 45, key="k", interpolation="cubic")
+    got = schedule_values(text, 45, key="k", interpolation="pchip")
     want = interpolate.PchipInterpolator(xs, ys)(list(range(42)))
     assert got[:42] == pytest.approx(list(want), abs=1e-12)
     assert got[42:] == [-2.0] * 3
@@ -133,8 +133,8 @@ def test_expression_error_names_schedule_key_and_frame_key() -> None:
 
 def test_bad_interpolation_and_frames() -> None:
     s = parse_schedule("0:(1)", key="zoom")
-    with pytest.raises(ConfigError, match="linear"):
-        s.values(3, "quadratic")
+    with pytest.raises(ConfigError, match="'linear', 'quadratic', 'cubic'.*'pchip'"):
+        s.values(3, "spline")
     with pytest.raises(ValueError):
         s.values(-1)
 
@@ -143,3 +143,103 @@ def test_number_input_and_speed() -> None:
     assert schedule_values(1.5, 2, key="k") == [1.5, 1.5]  # type: ignore[arg-type]
     text = ", ".join(f"{k * 10}:({k}+0.01*sin(t))" for k in range(100))
     assert len(schedule_values(text, 2000, key="k", interpolation="cubic")) == 2000
+
+
+# ----------------------------------------------------------------- Deforum's keyframe rules
+# Deforum (deforum-stable-diffusion, `get_inbetweens`): every frame of the shot starts empty; a
+# key holding a plain number sets its own frame; a key holding an expression sets every frame
+# from its key to the next key, evaluated at t = frame; frame 0 and the last frame, if empty,
+# take the first and the last value set; the empty frames are then filled by pandas'
+# Series.interpolate(method), i.e. scipy's make_interp_spline(x, y, k) through the set frames
+# (k = 2 quadratic, 3 cubic; cubic with <= 3 keys is quadratic, quadratic with <= 2 is linear).
+# The golden values below are derived by hand from those rules.
+
+def test_an_expression_key_is_evaluated_every_frame_even_when_constant() -> None:
+    # (1+0) is an expression: frames 0-9 are 1, then key 10 jumps to 2. (1) is a number: it
+    # glides to 2 over frames 0-10: value 1 + f/10.
+    assert schedule_values("0:(1+0), 10:(2)", 12, key="k") == [1.0] * 10 + [2.0, 2.0]
+    assert schedule_values("0:(1), 10:(2)", 11, key="k") == \
+        pytest.approx([1 + f / 10 for f in range(11)], abs=1e-15)
+    assert schedule_values("0:(2*3), 4:(0)", 5, key="k", interpolation="cubic") == \
+        [6.0, 6.0, 6.0, 6.0, 0.0]
+
+
+def test_deforum_cubic_through_four_keys_is_the_cubic_polynomial_and_overshoots() -> None:
+    # 4 set frames, not-a-knot: no interior knot, so the spline is the one cubic through them.
+    # Keys on y = x (30 - x) / 200 (a parabola: a cubic with zero x^3 term): 0, 1, 1, 0 at
+    # x = 0, 10, 20, 30. At frame 15: 15 * 15 / 200 = 1.125 > 1: the overshoot.
+    got = schedule_values("0:(0), 10:(1), 20:(1), 30:(0)", 31, key="zoom", interpolation="cubic")
+    assert got == pytest.approx([x * (30 - x) / 200 for x in range(31)], abs=1e-12)
+    assert got[15] == pytest.approx(1.125) and max(got) > 1
+    # the same points on y = (x / 10) ** 3: frame 5 is 0.125, frame 25 is 15.625
+    got = schedule_values("0:(0), 10:(1), 20:(8), 30:(27)", 31, key="k", interpolation="cubic")
+    assert got[5] == pytest.approx(0.125) and got[25] == pytest.approx(15.625)
+
+
+def test_deforum_cubic_pins_the_last_frame_and_has_one_interior_knot() -> None:
+    # Shot of 41 frames, keys at 0, 10, 20, 30: frame 40 takes the last value (27), so the
+    # points are x = 0, 10, 20, 30, 40, y = 0, 1, 8, 27, 27. Not-a-knot with 5 points keeps the
+    # interior knot x = 20 only: s(x) = a + b x + c x^2 + d x^3 + e (x - 20)_+^3. Solve the 5
+    # interpolation conditions for (a, b, c, d, e) and compare every frame.
+    np = pytest.importorskip("numpy")
+    xs, ys = [0, 10, 20, 30, 40], [0, 1, 8, 27, 27]
+
+    def basis(x: float) -> list[float]:
+        return [1, x, x**2, x**3, max(x - 20, 0) ** 3]
+
+    coef = np.linalg.solve(np.array([basis(x) for x in xs], dtype=float), np.array(ys, float))
+    want = [float(np.dot(basis(x), coef)) for x in range(41)]
+    got = schedule_values("0:(0), 10:(1), 20:(8), 30:(27)", 41, key="k", interpolation="cubic")
+    assert got == pytest.approx(want, abs=1e-9)
+    assert got[35] != 27  # the pinned end makes the curve move after the last key
+
+
+def test_deforum_quadratic_knots_at_midpoints() -> None:
+    # 4 points x = 0, 10, 20, 30: degree-2 knots at the midpoints 5, 15, 25 minus the first and
+    # last, so one interior knot at 15: s(x) = a + b x + c x^2 + e (x - 15)_+^2.
+    np = pytest.importorskip("numpy")
+    xs, ys = [0, 10, 20, 30], [0.0, 1.0, 0.0, 2.0]
+
+    def basis(x: float) -> list[float]:
+        return [1, x, x**2, max(x - 15, 0) ** 2]
+
+    coef = np.linalg.solve(np.array([basis(x) for x in xs], dtype=float), np.array(ys))
+    want = [float(np.dot(basis(x), coef)) for x in range(31)]
+    got = schedule_values("0:(0), 10:(1), 20:(0), 30:(2)", 31, key="k",
+                          interpolation="quadratic")
+    assert got == pytest.approx(want, abs=1e-9)
+    # and points on a parabola come back exactly: y = (x / 10) ** 2
+    got = schedule_values("0:(0), 10:(1), 20:(4), 30:(9)", 31, key="k", interpolation="quadratic")
+    assert got == pytest.approx([(x / 10) ** 2 for x in range(31)], abs=1e-12)
+
+
+def test_deforum_degree_follows_the_key_count() -> None:
+    # cubic with 3 keys is quadratic: the parabola through (0,0), (10,1), (20,0) is x(20-x)/100
+    got = schedule_values("0:(0), 10:(1), 20:(0)", 21, key="k", interpolation="cubic")
+    assert got == pytest.approx([x * (20 - x) / 100 for x in range(21)], abs=1e-12)
+    # quadratic (and cubic) with 2 keys is linear
+    for kind in ("quadratic", "cubic"):
+        assert schedule_values("0:(0), 4:(2)", 5, key="k", interpolation=kind) == \
+            [0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def test_deforum_spline_runs_through_expression_frames() -> None:
+    # key 0 is an expression (t * 0.1) over frames 0-9; number keys at 10, 20, 30 (4 keys: a
+    # true cubic). Frames 0-9 and 10, 20, 30 are set; the rest come from the spline through
+    # all 13 points, which must pass through every set frame and hold the number keys.
+    got = schedule_values("0:(t*0.1), 10:(2), 20:(1), 30:(3)", 31, key="k",
+                          interpolation="cubic")
+    assert got[:10] == pytest.approx([f * 0.1 for f in range(10)], abs=1e-12)
+    assert (got[10], got[20], got[30]) == (2.0, 1.0, 3.0)
+    interpolate = pytest.importorskip("scipy.interpolate")
+    xs = list(range(10)) + [10, 20, 30]
+    ys = [f * 0.1 for f in range(10)] + [2.0, 1.0, 3.0]
+    want = interpolate.make_interp_spline(xs, ys, k=3)(range(31))
+    assert got == pytest.approx(list(want), abs=1e-9)
+
+
+def test_deforum_modes_ignore_keys_beyond_the_shot() -> None:
+    # a key at 100 in a 5-frame shot: Deforum never sees it; the first value holds
+    assert schedule_values("0:(1), 100:(5)", 5, key="k", interpolation="cubic") == [1.0] * 5
+    # linear keeps promptreel's rule: keys beyond the shot shape the line
+    assert schedule_values("0:(1), 100:(5)", 3, key="k") == [1.0, 1.04, 1.08]

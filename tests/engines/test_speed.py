@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engines.errors import ConfigError
-from engines.speed import (
+from engines.core.errors import ConfigError
+from engines.planning.speed import (
     SpeedSettings,
     hold_indices,
     merged,

@@ -1,4 +1,4 @@
-"""engines/vqgan_clip.py on CPU with the generated tiny models (random weights, real formats)."""
+"""engines/frames/vqgan_clip.py on CPU with the generated tiny models (random weights, real formats)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from pydantic import ValidationError
 
 torch = pytest.importorskip("torch")
 
-from engines import vqgan_clip as V  # noqa: E402
-from engines.errors import ConfigError  # noqa: E402
-from engines.prompts import Prompt  # noqa: E402
-from engines.shot import FramePlan, ShotPlan  # noqa: E402
+from engines.core.errors import ConfigError  # noqa: E402
+from engines.frames import vqgan_clip as V  # noqa: E402
+from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
+from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 PROMPTS = (Prompt("a red flower"), Prompt("blurry", -0.3))
@@ -24,12 +23,12 @@ PROMPTS = (Prompt("a red flower"), Prompt("blurry", -0.3))
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from engines import perceptor, weights
+    from engines.models import loaded, registry
 
     out = tmp_path_factory.mktemp("models")
-    clip = perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF), out)
-    f16 = weights.load_vqgan(weights.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF), out)
-    f8 = weights.load_vqgan(weights.load_entry("vqgan", "generated_gumbel_f8_tiny", CONF), out)
+    clip = loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF), out)
+    f16 = loaded.load_model(registry.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF), out)
+    f8 = loaded.load_model(registry.load_entry("vqgan", "generated_gumbel_f8_tiny", CONF), out)
     return {"clip": clip, "f16": f16, "gumbel": f8}
 
 
@@ -55,8 +54,9 @@ class MemorySink:
         self.records[index] = dict(record)
 
 
-def plan(n=4, width=80, height=48, prompts=PROMPTS, init_image=None, seed=3, **motion):
-    frames = tuple(FramePlan(prompts, **motion) for _ in range(n))
+def plan(n=4, width=80, height=48, prompts=PROMPTS, init_image=None, seed=3, story=(), **motion):
+    frames = tuple(FramePlan(story[0] if story else prompts, story=story, **motion)
+                   for _ in range(n))
     return ShotPlan("test", width, height, 8.0, seed, frames, init_image=init_image)
 
 
@@ -67,7 +67,7 @@ def settings(**kw):
 
 def render(models, s, p, sink=None, vq="f16", **kw):
     sink = sink or MemorySink()
-    V.render(s, p, vqgan=models[vq], perceptors=[models["clip"]], sink=sink, device="cpu", **kw)
+    V.render(s, p, {"vqgan": (models[vq],), "clip": (models["clip"],)}, sink, "cpu", **kw)
     return sink
 
 
@@ -99,17 +99,6 @@ def test_noise_prompts_parse():
         V.Settings(noise_prompts=("-1:2",))
 
 
-def test_yaml_is_the_defaults_and_every_key_is_commented():
-    path = CONF / "engine" / "vqgan_clip.yaml"
-    data = yaml.safe_load(path.read_text())
-    assert data.pop("name") == V.NAME
-    assert V.Settings.model_validate(data) == V.Settings()
-    assert set(data) == set(V.Settings.model_fields)
-    for line in path.read_text().splitlines():
-        if line and not line.startswith((" ", "#")):
-            assert "#" in line, f"uncommented key: {line}"
-
-
 # ----------------------------------------------------------------------------- engine
 def test_evolve_frames_records_and_exact_size_for_non_multiples(models):
     seen = []
@@ -134,8 +123,8 @@ def test_evolve_frames_records_and_exact_size_for_non_multiples(models):
 ])
 def test_resume_is_byte_identical(models, vq, kw, size):
     motion = {"zoom": 1.1, "angle": 5.0, "translation_x": 3.0} if kw["mode"] == "animate_2d" else {}
-    p = plan(4, width=size[1], height=size[0],
-             prompts=(Prompt("a forest ^ a city"), Prompt("blurry", -0.3)), **motion)
+    story = ((Prompt("a forest"), Prompt("blurry", -0.3)), (Prompt("a city"),))
+    p = plan(4, width=size[1], height=size[0], story=story, **motion)
     s = settings(**kw)
     full = render(models, s, p, vq=vq)
     crashed = MemorySink(crash_at=2)
@@ -160,7 +149,7 @@ def test_a_finished_shot_renders_nothing(models):
 
 def eval_loss(clip, frame: np.ndarray) -> float:
     """Guide loss with 32 fixed cutouts (same seed every call): comparable between frames."""
-    from engines.clip_guide import Guide
+    from engines.guidance.clip_guide import Guide
 
     g = Guide([(clip, 1.0)], cutn=32, augments=(), generator=torch.Generator().manual_seed(0))
     g.set_prompts([Prompt("a red flower")])
@@ -179,7 +168,7 @@ def test_loss_decreases_over_ten_iterations(models):
 def test_init_image_is_the_start_latent(models, tmp_path):
     from PIL import Image
 
-    from engines.clip_guide import load_image
+    from engines.guidance.clip_guide import load_image
 
     rng = np.random.default_rng(0)
     path = tmp_path / "init.png"
@@ -195,7 +184,7 @@ def test_init_image_is_the_start_latent(models, tmp_path):
 
 
 def test_missing_init_image_names_the_file(models, tmp_path):
-    from engines.errors import PromptreelError
+    from engines.core.errors import PromptreelError
 
     with pytest.raises(PromptreelError, match="nope.png"):
         render(models, settings(), plan(1, init_image=str(tmp_path / "nope.png")))
@@ -215,11 +204,17 @@ def test_quantise_snaps_to_the_codebook_straight_through(models, vq):
 
 
 def test_story_phrases_switch_every_n_iterations():
-    prompts = (Prompt("a forest ^ a city ^ the sea", 0.5), Prompt("blurry", -1))
-    texts = [V._active_prompts(prompts, i, 2)[0].text for i in range(8)]
+    from engines.planning.plan import FramePlan
+    from engines.planning.prompts import parse_story
+
+    story = parse_story("a forest:0.5 | blurry:-1 ^ a city ^ the sea", key="p")
+    frame = FramePlan(story[0], story=story)
+    texts = [V._active_prompts(frame, i, 2)[0].text for i in range(8)]
     assert texts == ["a forest"] * 2 + ["a city"] * 2 + ["the sea"] * 4
-    assert V._active_prompts(prompts, 5, 2)[0].weight == 0.5
-    assert V._active_prompts(prompts, 5, None) == prompts
+    looped = [V._active_prompts(frame, i, 2, loop=True)[0].text for i in range(8)]
+    assert looped == ["a forest"] * 2 + ["a city"] * 2 + ["the sea"] * 2 + ["a forest"] * 2
+    assert V._active_prompts(frame, 1, 2) == (Prompt("a forest", 0.5), Prompt("blurry", -1))
+    assert V._active_prompts(frame, 5, None) == frame.prompts
 
 
 @pytest.mark.parametrize("mode", ["anchor", "zero", "decay"])
@@ -233,18 +228,18 @@ def test_init_weight_modes(models, mode):
 
 
 def test_translation_is_scaled_from_output_to_canvas_pixels(models, monkeypatch):
-    from engines import motion
+    from engines.planning import motion
 
     calls = []
     real = motion.warp
-    monkeypatch.setattr(motion, "warp", lambda *a: calls.append(a[1:]) or real(*a))
+    monkeypatch.setattr(motion, "warp", lambda *a, **k: calls.append(a[1:]) or real(*a, **k))
     p = plan(2, width=72, height=40, zoom=1.2, angle=4.0, translation_x=9.0, translation_y=-5.0)
     render(models, settings(mode="animate_2d"), p)
     assert calls == [(1.2, 4.0, 9.0 * 80 / 72, -5.0 * 48 / 40)]
 
 
 def test_colour_coherence_holds_frame_zero_statistics(models):
-    from engines.motion import colour_stats
+    from engines.planning.motion import colour_stats
 
     def drift(coherent: bool) -> float:
         sink = render(models, settings(mode="animate_2d", colour_coherence=coherent, lr=0.5),
@@ -271,20 +266,20 @@ def test_two_perceptors_with_weights(models):
     s = settings(clip_weights=(1.0, 0.0))
     one = render(models, settings(), plan(1))
     sink = MemorySink()
-    V.render(s, plan(1), vqgan=models["f16"], perceptors=[models["clip"], models["clip"]],
-             sink=sink, device="cpu")
+    V.render(s, plan(1), {"vqgan": (models["f16"],), "clip": (models["clip"], models["clip"])},
+             sink, "cpu")
     assert math.isfinite(sink.records[0]["loss"]) and sink.frames[0].shape == one.frames[0].shape
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_no_host_sync_inside_the_iteration_loop(models, monkeypatch):
-    from engines import perceptor, weights
+    from engines.models import loaded, registry
 
     models_dir = Path(__import__("tempfile").mkdtemp())
-    gpu = {"clip": perceptor.load_clip(weights.load_entry("clip", "generated_clip_tiny", CONF),
+    gpu = {"clip": loaded.load_model(registry.load_entry("clip", "generated_clip_tiny", CONF),
                                        models_dir, "cuda"),
-           "f16": weights.load_vqgan(weights.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
+           "f16": loaded.load_model(registry.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
                                      models_dir, "cuda")}
     real = V._Run.step
 
@@ -297,8 +292,8 @@ def test_no_host_sync_inside_the_iteration_loop(models, monkeypatch):
 
     monkeypatch.setattr(V._Run, "step", checked)
     sink = MemorySink()
-    V.render(settings(images_interval=3), plan(2), vqgan=gpu["f16"], perceptors=[gpu["clip"]],
-             sink=sink, device="cuda")
+    V.render(settings(images_interval=3), plan(2), {"vqgan": (gpu["f16"],), "clip": (gpu["clip"],)},
+             sink, "cuda")
     assert sorted(sink.frames) == [0, 1]
 
 
@@ -377,7 +372,7 @@ def test_canvas_scale_optimises_a_smaller_canvas_and_commits_the_plan_size(model
 
 
 def test_compile_setting_passes_decoder_and_perceptor_through_torch_compile(models, monkeypatch):
-    from engines import clip_guide
+    from engines.guidance import clip_guide
 
     compiled = []
 
@@ -404,11 +399,11 @@ def test_new_settings_defaults():
         V.Settings(canvas_scale=1.5)
 
 
-def test_probe_runs_one_iteration_on_meta_copies(models):
-    from engines import memory
+def test_memory_step_runs_one_iteration_on_meta_copies(models):
+    from engines.frames import memory
 
-    pr = memory.Prober("vqgan_clip", settings(), perceptors=[models["clip"]], vqgan=models["f16"],
+    pr = memory.MemoryTracer(V, settings(), {"vqgan": (models["f16"],), "clip": (models["clip"],)},
                        device="cpu")
     with memory.live_bytes() as m:
-        V.probe(settings(), 96, 64, vqgan=pr.vqgan, perceptors=pr.perceptors, device="meta")
+        V.memory_step(settings(), 96, 64, pr.meta, device="meta")
     assert m.peak > 0 and m.live < m.peak

@@ -1,4 +1,4 @@
-"""engines/weights.py: the registry entries, downloads (offline failure, resume, verification)
+"""engines/models/weights.py: the registry entries, downloads (offline failure, resume, verification)
 against a local HTTP server with Range support, preflight, and generated models."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from engines import weights
-from engines.errors import ConfigError, MissingWeightsError
-from engines.weights import ModelEntry, RemoteFile, VerificationError
+from engines.core.errors import ConfigError, MissingWeightsError
+from engines.models import registry, weights
+from engines.models.weights import ModelEntry, RemoteFile, VerificationError
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -42,12 +42,13 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 # --- registry ------------------------------------------------------------------------------
 
 def test_registry_has_exactly_the_documented_entries():
-    assert set(weights.list_entries("vqgan", CONF)) == set(REAL_VQGAN) | GENERATED_VQGAN
-    assert set(weights.list_entries("clip", CONF)) == set(REAL_CLIP) | {
+    assert set(registry.list_entries("vqgan", CONF)) == set(REAL_VQGAN) | GENERATED_VQGAN | {
+        "local"}  # vqgan=local: your own yaml/ckpt pair by path
+    assert set(registry.list_entries("clip", CONF)) == set(REAL_CLIP) | {
         "generated_clip_tiny", "generated_clip_vit_b_32"}
     for kind in ("vqgan", "clip"):
-        for name in weights.list_entries(kind, CONF):
-            entry = weights.load_entry(kind, name, CONF)
+        for name in registry.list_entries(kind, CONF):
+            entry = registry.load_entry(kind, name, CONF)
             assert (entry.name, entry.kind) == (name, kind)
 
 
@@ -56,18 +57,24 @@ def test_real_vqgan_entries():
               "vqgan_gumbel_f8_8192": 376_000_000, "coco": 8_400_000_000,
               "wikiart_1024": 958_000_000}
     for name, loader in REAL_VQGAN.items():
-        e = weights.load_entry("vqgan", name, CONF)
-        assert e.loader == loader and e.source == ("dead" if name == "wikiart_1024" else "url")
+        e = registry.load_entry("vqgan", name, CONF)
+        assert e.loader == loader and e.source == "url"
         names = [f.name for f in e.files]
-        assert names == (["last.ckpt"] if name == "ade20k" else ["model.yaml", "last.ckpt"])
+        assert names == ["model.yaml", "last.ckpt"]
+        assert [f.optional for f in e.files] == [name == "ade20k", False]
         assert all(f.sha256 is None and f.size is None for f in e.files)
         assert "sha256 unknown" in e.notes
         ckpt = e.files[-1]
         assert ckpt.approx_size == approx.get(name)
         if e.source == "url":
             assert all(f.url.startswith(("https://", "http://")) for f in e.files)
-    assert "config" in weights.load_entry("vqgan", "ade20k", CONF).notes
-    assert weights.load_entry("vqgan", "vqgan_imagenet_f16_16384", CONF).files[1].url == (
+    assert "config" in registry.load_entry("vqgan", "ade20k", CONF).notes
+    mirror = "https://github.com/Eleiber/VQGAN-Mirrors/releases/download/0.0.1/"
+    assert registry.load_entry("vqgan", "wikiart_1024", CONF).files[1].url == \
+        mirror + "wikiart_1024.ckpt"
+    assert registry.load_entry("vqgan", "wikiart_16384", CONF).files[1].mirrors == \
+        (mirror + "wikiart_16384.ckpt",)
+    assert registry.load_entry("vqgan", "vqgan_imagenet_f16_16384", CONF).files[1].url == (
         "https://heibox.uni-heidelberg.de/d/a7530b09fed84f80a887/files/?p=%2Fckpts%2Flast.ckpt&dl=1")
 
 
@@ -75,7 +82,7 @@ def test_clip_entries_point_at_the_hub_repo_open_clip_uses():
     import open_clip
 
     for name, (model, tag) in REAL_CLIP.items():
-        e = weights.load_entry("clip", name, CONF)
+        e = registry.load_entry("clip", name, CONF)
         assert (e.source, e.arch["model"], e.arch["pretrained"]) == ("open_clip", model, tag)
         repo = open_clip.get_pretrained_cfg(model, tag)["hf_hub"].rstrip("/")
         [f] = e.files
@@ -87,11 +94,11 @@ def test_clip_entries_point_at_the_hub_repo_open_clip_uses():
 
 def test_unknown_name_lists_the_choices():
     with pytest.raises(ConfigError) as err:
-        weights.load_entry("vqgan", "imagenet_16384", CONF)
+        registry.load_entry("vqgan", "imagenet_16384", CONF)
     assert "imagenet_16384" in str(err.value) and "vqgan_imagenet_f16_16384" in str(err.value)
     assert err.value.key == "vqgan"
     with pytest.raises(ConfigError, match="kind"):
-        weights.load_entry("diffusion", "x", CONF)
+        registry.load_entry("diffusion", "x", CONF)
 
 
 def test_entry_file_must_match_its_name_and_schema(tmp_path):
@@ -99,11 +106,11 @@ def test_entry_file_must_match_its_name_and_schema(tmp_path):
     (tmp_path / "vqgan").mkdir()
     (tmp_path / "vqgan" / "tiny2.yaml").write_text(src)
     with pytest.raises(ConfigError, match="one name, one string"):
-        weights.load_entry("vqgan", "tiny2", tmp_path)
+        registry.load_entry("vqgan", "tiny2", tmp_path)
     (tmp_path / "vqgan" / "tiny3.yaml").write_text(
         src.replace("generated_vqgan_f16_tiny", "tiny3") + "colour: red\n")
     with pytest.raises(ConfigError, match="colour"):
-        weights.load_entry("vqgan", "tiny3", tmp_path)
+        registry.load_entry("vqgan", "tiny3", tmp_path)
 
 
 def test_model_entry_validation():
@@ -124,9 +131,9 @@ def test_model_entry_validation():
 
 def test_default_models_dir(monkeypatch):
     monkeypatch.setenv("PROMPTREEL_MODELS", "/srv/models")
-    assert weights.default_models_dir() == Path("/srv/models")
+    assert registry.default_models_dir() == Path("/srv/models")
     monkeypatch.delenv("PROMPTREEL_MODELS")
-    assert weights.default_models_dir() == Path.home() / ".cache" / "promptreel" / "models"
+    assert registry.default_models_dir() == Path.home() / ".cache" / "promptreel" / "models"
 
 
 # --- downloads -----------------------------------------------------------------------------
@@ -142,7 +149,7 @@ def host_resolves(host: str) -> bool:
 def test_offline_download_fails_fast_with_the_fix(tmp_path):
     if host_resolves("heibox.uni-heidelberg.de"):
         pytest.skip("online: this test must not download 980 MB")
-    entry = weights.load_entry("vqgan", "vqgan_imagenet_f16_16384", CONF)
+    entry = registry.load_entry("vqgan", "vqgan_imagenet_f16_16384", CONF)
     started = time.monotonic()
     with pytest.raises(MissingWeightsError) as err:
         weights.ensure_files(entry, tmp_path)
@@ -154,12 +161,16 @@ def test_offline_download_fails_fast_with_the_fix(tmp_path):
     assert list(tmp_path.rglob("*")) == []
 
 
+DEAD = ModelEntry(name="gone", kind="vqgan", source="dead", loader="VQModel",
+                  files=(RemoteFile(name="model.yaml"), RemoteFile(name="last.ckpt")),
+                  notes="its host is gone; use another VQGAN")
+
+
 def test_dead_and_disabled_downloads(tmp_path):
-    dead = weights.load_entry("vqgan", "wikiart_1024", CONF)
     with pytest.raises(MissingWeightsError, match="host is dead") as err:
-        weights.ensure_files(dead, tmp_path)
-    assert str(tmp_path / "vqgan" / "wikiart_1024" / "model.yaml") in str(err.value)
-    entry = weights.load_entry("clip", "vit_b_32_openai", CONF)
+        weights.ensure_files(DEAD, tmp_path)
+    assert str(tmp_path / "vqgan" / "gone" / "model.yaml") in str(err.value)
+    entry = registry.load_entry("clip", "vit_b_32_openai", CONF)
     with pytest.raises(MissingWeightsError, match="runtime.download=false"):
         weights.ensure_files(entry, tmp_path, download=False)
     assert list(tmp_path.rglob("*")) == []
@@ -170,6 +181,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def do_HEAD(self):  # noqa: N802 - what `make doctor` asks
+        srv = self.server
+        srv.requests.append((f"HEAD {self.path}", None))
+        body = srv.files.get(self.path)
+        if body is None or srv.mode == "no_head":
+            self.send_error(404 if body is None else 405)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
 
     def do_GET(self):
         srv = self.server
@@ -234,7 +256,7 @@ def test_download_verify_and_reuse(server, tmp_path):
     assert not dest_of(tmp_path).with_name("w.bin.part").exists()
     assert weights.ensure_files(entry, tmp_path) == paths  # present: no second request
     assert len(server.requests) == 1
-    assert weights.preflight([entry], tmp_path) == []
+    assert weights.missing_files([entry], tmp_path) == []
 
 
 def test_resume_sends_range_and_completes(server, tmp_path):
@@ -285,7 +307,7 @@ def test_corrupt_present_file_is_fetched_again(server, tmp_path):
     dest_of(tmp_path).parent.mkdir(parents=True)
     dest_of(tmp_path).write_bytes(PAYLOAD[:-1] + b"x")
     entry = entry_for(server, sha256=SHA)
-    assert weights.preflight([entry], tmp_path) == []  # same size: preflight does not hash
+    assert weights.missing_files([entry], tmp_path) == []  # same size: preflight does not hash
     weights.ensure_files(entry, tmp_path)
     assert dest_of(tmp_path).read_bytes() == PAYLOAD and len(server.requests) == 1
 
@@ -301,13 +323,31 @@ def test_http_errors_become_missing_weights(server, tmp_path, mode, path, expect
 
 
 def test_preflight_lists_missing_files_without_network(server, tmp_path):
-    entries = [entry_for(server), weights.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
-               weights.load_entry("vqgan", "wikiart_1024", CONF)]
-    problems = weights.preflight(entries, tmp_path)
+    entries = [entry_for(server), registry.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF),
+               DEAD]
+    problems = weights.missing_files(entries, tmp_path)
     assert len(problems) == 3 and server.requests == []
     assert problems[0] == (f"clip local: w.bin missing at {dest_of(tmp_path)} "
                            f"(download {server.url}/w.bin)")
     assert all("host dead" in p for p in problems[1:])
+
+
+def test_a_failed_url_falls_back_to_its_mirrors(server, tmp_path):
+    f = RemoteFile(name="w.bin", url=server.url + "/missing.bin", size=len(PAYLOAD),
+                   mirrors=(server.url + "/gone.bin", server.url + "/w.bin"))
+    entry = entry_for(server).model_copy(update={"files": (f,)})
+    got = weights.ensure_files(entry, tmp_path)
+    assert got["w.bin"].read_bytes() == PAYLOAD
+    assert [r[0] for r in server.requests] == ["/missing.bin", "/gone.bin", "/w.bin"]
+
+
+def test_an_optional_file_that_fails_is_left_out(server, tmp_path):
+    extra = RemoteFile(name="model.yaml", url=server.url + "/missing.bin", optional=True)
+    entry = entry_for(server)
+    entry = entry.model_copy(update={"files": (extra, *entry.files)})
+    got = weights.ensure_files(entry, tmp_path)
+    assert sorted(got) == ["w.bin"]
+    assert weights.missing_files([entry], tmp_path) == []  # not a problem for make doctor
 
 
 # --- generated models ------------------------------------------------------------------------
@@ -317,7 +357,7 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def test_generated_vqgan_is_deterministic_idempotent_and_atomic(tmp_path):
-    entry = weights.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF)
+    entry = registry.load_entry("vqgan", "generated_vqgan_f16_tiny", CONF)
     a = weights.materialise_generated(entry, tmp_path / "a")
     b = weights.materialise_generated(entry, tmp_path / "b")
     assert a == tmp_path / "a" / "vqgan" / "generated_vqgan_f16_tiny"
@@ -338,7 +378,7 @@ def test_generated_vqgan_is_deterministic_idempotent_and_atomic(tmp_path):
 
 
 def test_generated_clip_is_deterministic(tmp_path):
-    entry = weights.load_entry("clip", "generated_clip_tiny", CONF)
+    entry = registry.load_entry("clip", "generated_clip_tiny", CONF)
     a = weights.materialise_generated(entry, tmp_path / "a")
     b = weights.materialise_generated(entry, tmp_path / "b")
     assert sorted(digest(a)) == ["generated.json", "open_clip_config.json",
@@ -359,9 +399,10 @@ def test_other_kinds_dispatch_lazily_by_module_name(tmp_path, monkeypatch, kind)
         calls.append((entry.name, out_dir.name.startswith(".")))
         (out_dir / "weights.bin").write_bytes(b"w" * 10)
 
-    module = types.ModuleType(f"engines.{kind}")
+    name = registry.KINDS[kind].format  # the kind's format module, imported on first use
+    module = types.ModuleType(name)
     module.build_generated = build_generated
-    monkeypatch.setitem(sys.modules, f"engines.{kind}", module)
+    monkeypatch.setitem(sys.modules, name, module)
     entry = ModelEntry(name=f"tiny_{kind}", kind=kind, source="generated", arch={"x": 1}, seed=3)
     out = weights.materialise_generated(entry, tmp_path)
     assert out == tmp_path / kind / f"tiny_{kind}" and (out / "weights.bin").stat().st_size == 10
@@ -375,9 +416,9 @@ def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
         (out_dir / "half.bin").write_bytes(b"x")
         raise RuntimeError("out of memory")
 
-    module = types.ModuleType("engines.cyclegan")
+    module = types.ModuleType("engines.models.cyclegan")
     module.build_generated = build_generated
-    monkeypatch.setitem(sys.modules, "engines.cyclegan", module)
+    monkeypatch.setitem(sys.modules, "engines.models.cyclegan", module)
     entry = ModelEntry(name="broken", kind="cyclegan", source="generated", arch={"x": 1})
     with pytest.raises(RuntimeError):
         weights.materialise_generated(entry, tmp_path)
@@ -386,6 +427,42 @@ def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
 
 def test_materialise_refuses_downloaded_entries(tmp_path):
     with pytest.raises(ConfigError, match="generated"):
-        weights.materialise_generated(weights.load_entry("clip", "vit_b_32_openai", CONF),
+        weights.materialise_generated(registry.load_entry("clip", "vit_b_32_openai", CONF),
                                       tmp_path)
     assert not os.listdir(tmp_path)
+
+
+# --- make doctor's URL checks ------------------------------------------------------------------
+
+def test_doctor_checks_every_model_url_and_size(server):
+    from flows.doctor import check_urls
+
+    ok = entry_for(server)  # /w.bin, no size recorded
+    sized = ok.model_copy(update={"name": "sized", "files": (RemoteFile(
+        name="w.bin", url=server.url + "/w.bin", approx_size=len(PAYLOAD) * 2),)})
+    gone = ok.model_copy(update={"name": "gone", "files": (RemoteFile(
+        name="w.bin", url=server.url + "/missing.bin", mirrors=(server.url + "/w.bin",)),)})
+    dead = ok.model_copy(update={"name": "dead", "files": (RemoteFile(
+        name="w.bin", url=server.url + "/missing.bin"),)})
+    checks = check_urls([ok, sized, gone, dead, registry.load_entry(
+        "vqgan", "generated_vqgan_f16_tiny", CONF)])
+    assert [c.ok for c in checks] == [True, False, True, False]
+    assert checks[0].line == f"url local/w.bin: {server.url}/w.bin answers, {len(PAYLOAD)} bytes"
+    assert "expects about" in checks[1].line
+    assert "(mirror)" in checks[2].line
+    assert "HTTP 404" in checks[3].line and "choose another" in checks[3].fix
+    assert all(r[0].startswith("HEAD ") for r in server.requests)  # nothing downloaded
+    server.mode = "no_head"  # a host that refuses HEAD: a one-byte ranged GET tells the size
+    assert check_urls([ok])[0].line.endswith(f"{len(PAYLOAD)} bytes")
+
+
+def test_doctor_url_checks_are_skipped_offline():
+    from flows.doctor import check_urls
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    entry = ModelEntry(name="x", kind="clip", source="url", files=(RemoteFile(
+        name="w.bin", url=f"http://127.0.0.1:{port}/w.bin"),), arch={"model": "m", "pretrained": "p"})
+    (check,) = check_urls([entry])
+    assert check.ok and "offline, checks skipped" in check.line

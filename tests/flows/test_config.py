@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 from flows.render import compose_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def test_klee_garden_is_the_papers_setting() -> None:
     assert (cfg.resolution.width, cfg.resolution.height) == (640, 360)
     assert cfg.vqgan.name == "vqgan_imagenet_f16_16384"
     assert cfg.clip.arch == {"model": "ViT-B-32", "pretrained": "openai"}
-    assert cfg.engine.settings.mode == "evolve" and cfg.engine.settings.images_interval > 0
+    assert cfg.engine.mode == "evolve" and cfg.engine.images_interval > 0
     assert cfg.seed == 42
 
 
@@ -101,20 +101,30 @@ def test_melody_soundtrack_needs_a_melody_model(tmp_path: Path) -> None:
 
 
 def test_dead_vqgan_is_refused_unless_its_files_are_in_place(tmp_path: Path) -> None:
-    from engines import weights
+    # no registry entry is dead today (wikiart_1024 comes from the community mirror); an entry
+    # whose host dies is marked `source: dead` and refused when the config is read
+    from engines.models import registry
+    from engines.models.registry import ModelEntry, RemoteFile
+    from flows.checks import _check_dead_model
+    from flows.doctor import check_models
 
-    overrides = ["film=klee_garden", "vqgan=wikiart_1024", f"runtime.models_dir={tmp_path}"]
+    assert compose_config(["film=klee_garden", "vqgan=wikiart_1024"]).vqgan.source == "url"
+    dead = ModelEntry(name="gone", kind="vqgan", source="dead", loader="VQModel",
+                      files=(RemoteFile(name="model.yaml"), RemoteFile(name="last.ckpt",
+                                                                         approx_size=1000)),
+                      notes="its host is gone; use wikiart_16384")
     with pytest.raises(ConfigError) as info:
-        compose_config(overrides)
-    assert info.value.key == "vqgan" and "wikiart_1024" in str(info.value)
-    entry = weights.load_entry("vqgan", "wikiart_1024", ROOT / "conf")
-    folder = weights.model_dir(entry, tmp_path)
+        _check_dead_model(dead, "vqgan", tmp_path)
+    assert info.value.key == "vqgan" and "its host is gone" in str(info.value)
+    cfg = compose_config(["film=klee_garden", f"runtime.models_dir={tmp_path}"])
+    (line,) = [c for c in check_models(cfg.model_copy(update={"vqgan": dead}))
+               if "gone" in c.line]
+    assert not line.ok and "unavailable, its host is gone" in line.line
+    folder = registry.model_dir(dead, tmp_path)
     folder.mkdir(parents=True)
     (folder / "model.yaml").write_text("model: {}\n")
-    with open(folder / "last.ckpt", "wb") as f:  # sparse: the published size, no disk used
-        f.truncate(958_000_000)
-    cfg = compose_config(overrides)
-    assert cfg.vqgan.name == "wikiart_1024"
+    (folder / "last.ckpt").write_bytes(b"x" * 1000)
+    _check_dead_model(dead, "vqgan", tmp_path)  # the files are in place: it renders
 
 
 def test_show_prints_the_plan_plots_it_and_leaves_no_run_directory(tmp_path: Path) -> None:

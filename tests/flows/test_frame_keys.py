@@ -7,15 +7,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from flows.production import shot_params
 from flows.render import compose_config
 from tasks import generate_frames as gf
 from tasks.cache import key_for
+from tests.helpers import shot_params_of
 
 
 def frames_key(overrides: list[str], i: int = 1) -> str:
     cfg = compose_config(["film=smoke", *overrides])
-    return key_for(gf.NAME, gf.code_version, shot_params(cfg, i))
+    return key_for(gf.NAME, gf.code_version, shot_params_of(cfg)[i])
 
 
 def test_speed_and_join_of_a_shot_do_not_rerender_its_frames() -> None:

@@ -15,7 +15,7 @@ from tests.helpers import ROOT, read_run, run_cli
 
 
 def probe(path: Path) -> dict:
-    from tasks.ffmpeg import probe as ff_probe
+    from engines.media.ffmpeg import probe as ff_probe
 
     return ff_probe(path)
 
@@ -140,7 +140,7 @@ def test_prefect_logs_a_user_error_without_traceback_and_a_bug_with_one() -> Non
     import logging
     import sys
 
-    from engines.errors import PromptreelError
+    from engines.core.errors import PromptreelError
     from flows.render import ExpectedErrors
 
     assert any(isinstance(f, ExpectedErrors) for f in logging.getLogger("prefect.task_runs").filters)

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from engines.errors import PromptreelError
+from engines.core.errors import PromptreelError
+from engines.core.files import write_json
 from flows import report
 from flows.config import Film, Resolution, Runtime
-from tasks.artefacts import Store, write_json
+from tasks.artefacts import Store
 
 
 def missing_refs(page: Path) -> tuple[list[str], list[str]]:
@@ -26,7 +27,7 @@ def missing_refs(page: Path) -> tuple[list[str], list[str]]:
 def video(path: Path, *, faststart: bool = True, pix_fmt: str = "yuv420p",
           codec: str = "libx264") -> Path:
     """A real 4-frame 64x48 video (ffmpeg's test pattern)."""
-    from tasks.ffmpeg import ffmpeg_exe
+    from engines.media.ffmpeg import ffmpeg_exe
 
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
@@ -53,14 +54,28 @@ def png(path: Path, shade: int) -> None:
     Image.new("RGB", (8, 6), (shade, 0, 0)).save(path)
 
 
-def shot_artefacts(store: Store, name: str, n: int) -> tuple[str, str]:
-    """A committed generate_frames and extract_frames pair, as the real tasks lay them out."""
+def plans_of(cfg: SimpleNamespace) -> tuple:
+    """RenderConfig.shot_plans for the hand-made config."""
+    from engines.planning.timeline import shot_plan
+
+    return tuple(shot_plan(s, fps=cfg.film.fps, width=cfg.resolution.width,
+                           height=cfg.resolution.height, seed=cfg.shot_seed(i),
+                           key=f"film.shots.{i}") for i, s in enumerate(cfg.film.shots))
+
+
+def shot_artefacts(store: Store, name: str, n: int, *, engine: str = "vqgan_clip",
+                   records: dict | None = None, clip: tuple[str, ...] = ()) -> tuple[str, str]:
+    """A committed generate_frames and extract_frames pair, as the real tasks lay them out;
+    `records`: the per-frame table's columns (default: a CLIP engine's loss and seconds, and a
+    similarity `clip:<text>` for each of `clip`)."""
     work = store.begin("generate_frames", f"gen{name}")
     for i in range(n):
         png(work.path / "frames" / f"{i:06d}.png", 10 * i)
-    pd.DataFrame({"frame": range(n), "loss": [1.0 - 0.1 * i for i in range(n)],
-                  "seconds": [0.5] * n}).to_parquet(work.path / "frames.parquet")
-    gen = work.commit({"shot": name, "n_frames": n, "fps": 8, "engine": "vqgan_clip",
+    columns = records or {"loss": [1.0 - 0.1 * i for i in range(n)], "seconds": [0.5] * n,
+                          **{f"clip:{t}": [0.1 * (j + 1) + 0.01 * i for i in range(n)]
+                             for j, t in enumerate(clip)}}
+    pd.DataFrame({"frame": range(n), **columns}).to_parquet(work.path / "frames.parquet")
+    gen = work.commit({"shot": name, "n_frames": n, "fps": 8, "engine": engine,
                        "render_seconds": 1.5})
     work = store.begin("extract_frames", f"ext{name}")
     png(work.path / "contact_sheet.png", 200)
@@ -72,7 +87,8 @@ def shot_artefacts(store: Store, name: str, n: int) -> tuple[str, str]:
 @pytest.fixture
 def run(tmp_path: Path) -> tuple[SimpleNamespace, dict]:
     store = Store(tmp_path / "cache")
-    keys = [shot_artefacts(store, "a", 3), shot_artefacts(store, "b", 4)]
+    keys = [shot_artefacts(store, "a", 3, clip=("a red garden", "blurry")),
+            shot_artefacts(store, "b", 4, clip=("noon", "night", "stars"))]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     video(run_dir / "smoke.mp4")
@@ -84,6 +100,7 @@ def run(tmp_path: Path) -> tuple[SimpleNamespace, dict]:
         resolution=Resolution(name="r64", width=64, height=64),
         runtime=Runtime(cache_dir=tmp_path / "cache", models_dir=tmp_path / "models",
                         run_dir=run_dir, device="cpu"))
+    cfg.shot_plans = lambda: plans_of(cfg)
     record = {"film": "smoke", "video": str(run_dir / "smoke.mp4"),
               "artefacts": {"shots": [e for _, e in keys]},
               "tasks": [
@@ -187,11 +204,11 @@ def test_sweep_summary_ranks_jobs_and_lists_failures(tmp_path: Path) -> None:
 
 
 def test_clip_scores_with_the_generated_perceptor(tmp_path: Path) -> None:
-    """The real scorer (engines.perceptor + clip_guide) on the tiny generated CLIP."""
-    from engines import weights
+    """The real scorer (engines/models/clip.py + clip_guide) on the tiny generated CLIP."""
+    from engines.models import registry, weights
 
     conf = Path(report.__file__).parents[1] / "conf"
-    entry = weights.load_entry("clip", "generated_clip_tiny", conf)
+    entry = registry.load_entry("clip", "generated_clip_tiny", conf)
     models_dir = tmp_path / "models"
     weights.materialise_generated(entry, models_dir)
     png(tmp_path / "a.png", 120)
@@ -221,8 +238,18 @@ def test_report_names_every_plot_and_each_is_a_valid_image(run, monkeypatch) -> 
             assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
     summary = json.loads((page.parent / "report" / "summary.json").read_text())
     assert summary["plots"] == [p.relative_to(page.parent).as_posix() for p in plots]
-    # the per-frame table gains the weighted CLIP score where the engine measured similarities
-    assert "clip_score" in pd.read_csv(page.parent / "report" / "frames.csv").columns
+    # the per-frame table gains the weighted CLIP score where the engine measured similarities:
+    # shot a's only positive prompt is 'a red garden' (blurry is -0.3); shot b's last frames
+    # weigh night 2 and stars 1 (noon is no longer in force)
+    frames = pd.read_csv(page.parent / "report" / "frames.csv")
+    a, b = frames[frames["shot"] == "a"], frames[frames["shot"] == "b"]
+    assert a["clip_score"].tolist() == pytest.approx(a["clip:a red garden"].tolist())
+    last = b.iloc[-1]
+    assert last["clip_score"] == pytest.approx((2 * last["clip:night"] + last["clip:stars"]) / 3)
+    shots = pd.read_parquet(page.parent / "report" / "shots.parquet")
+    assert shots["plot_panels"].tolist() == ["loss, clip", "loss, clip"]
+    assert shots["final_clip_score"].notna().all() and shots["final_loss"].notna().all()
+    assert "nan" not in page.read_text().lower()
 
 
 @pytest.mark.parametrize(("kind", "args", "previewed"), [
@@ -279,3 +306,55 @@ def test_sweep_of_two_parameters_is_a_grid_with_one_cell_per_job(tmp_path: Path)
     make_job(sweep / "one", 1, ["seed=2"], score=0.2)
     report.sweep_summary(sweep / "one")
     assert grid_cells(sweep / "one" / "summary.html") == []
+
+
+def test_report_of_an_engine_without_loss_or_clip_scores(run) -> None:
+    """A diffusion engine's frame records (chunk, steps, seconds, prompts; no loss, no CLIP
+    similarity): its plot has what it measured, the page no column of values nobody has and no
+    NaN, and a shot whose score cannot be computed (no CLIP weights here) still gets its report."""
+    from PIL import Image
+
+    from engines.models import registry
+
+    cfg, record = run
+    # a real CLIP entry whose weights are not in this models folder (and are never fetched here)
+    cfg.clip = registry.load_entry("clip", "vit_b_32_openai", Path(report.__file__).parents[1] / "conf")
+    store = Store(cfg.runtime.cache_dir)
+    keys = [shot_artefacts(store, "a", 3, engine="wan", records={
+                "chunk": [0, 0, 1], "steps": [4] * 3, "seconds": [0.2, 0.2, 0.3],
+                "prompts": ["a red garden"] * 3}),
+            shot_artefacts(store, "b", 4, engine="wan", records={
+                "chunk": [0] * 4, "steps": [4] * 4, "seconds": [0.1] * 4,
+                "prompts": ["noon"] * 4})]
+    record = {**record, "artefacts": {"shots": [e for _, e in keys]}}
+    page = report.run_report(cfg, record, artifacts=False)
+    text = page.read_text()
+    assert "nan" not in text.lower().replace("nanoseconds", "")
+    assert "final loss" not in text and "final CLIP score" not in text
+    assert "s/frame" in text and "seconds per frame against the frame" in text
+    shots = pd.read_parquet(page.parent / "report" / "shots.parquet")
+    assert shots["score"].isna().all() and shots["final_loss"].isna().all()
+    assert shots["plot_panels"].tolist() == ["seconds", "seconds"]
+    assert shots["seconds_per_frame"].tolist() == pytest.approx([0.7 / 3, 0.1])
+    assert all(t.startswith("not scored: ") for t in shots["score_texts"])
+    frames = pd.read_csv(page.parent / "report" / "frames.csv")
+    assert "clip_score" not in frames.columns and len(frames) == 7
+    refs, missing = missing_refs(page)
+    assert missing == []
+    for plot in sorted((page.parent / "report" / "plots").glob("*.png")):
+        assert plot.relative_to(page.parent).as_posix() in refs
+        with Image.open(plot) as im:
+            im.verify()
+
+
+def test_shot_figure_panels_follow_what_the_engine_measured(tmp_path: Path) -> None:
+    from flows import plots
+
+    assert plots.metric_panels(None) == []
+    clip = pd.DataFrame({"frame": [0, 1], "loss": [1.0, 0.5], "clip:a": [0.1, 0.2],
+                         "seconds": [1.0, 1.0]})
+    assert plots.metric_panels(clip) == ["loss", "clip"]
+    assert plots.metric_panels(clip.drop(columns=["loss"])) == ["clip"]
+    nan_loss = clip.assign(loss=float("nan")).drop(columns=["clip:a"])
+    assert plots.metric_panels(nan_loss) == ["seconds"]  # a NaN column is not a measurement
+    assert plots.metric_panels(pd.DataFrame({"frame": [0], "chunk": [0]})) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 from flows import serve
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flows.production import busy_elsewhere, shot_order, shot_params
+from flows.production import shot_order
 from flows.render import compose_config
 from tasks import generate_frames as gf
 from tasks.artefacts import Store
-from tasks.cache import key_for
+from tasks.cache import held_elsewhere, key_for
+from tests.helpers import shot_params_of
 
 
 def test_a_shot_locked_elsewhere_goes_last(tmp_path: Path) -> None:
     cfg = compose_config(["film=smoke", f"runtime.cache_dir={tmp_path}"])
-    n = len(cfg.film.shots)
-    assert n >= 2 and shot_order(cfg) == list(range(n))
-    params = shot_params(cfg, 0)
-    key = key_for(gf.NAME, gf.code_version, params)
+    params = shot_params_of(cfg)
+    n = len(params)
+    assert n >= 2 and shot_order(params) == list(range(n))
+    key = key_for(gf.NAME, gf.code_version, params[0])
     with Store(tmp_path).lock(gf.NAME, key):  # a second lock object: flock is per open file
-        assert busy_elsewhere(params)
-        assert shot_order(cfg) == [*range(1, n), 0]
-    assert not busy_elsewhere(params) and shot_order(cfg) == list(range(n))
+        assert held_elsewhere(gf.NAME, gf.code_version, params[0])
+        assert shot_order(params) == [*range(1, n), 0]
+    assert not held_elsewhere(gf.NAME, gf.code_version, params[0])
+    assert shot_order(params) == list(range(n))

@@ -16,7 +16,7 @@ KOALA = ("film=koala_piano", "debug=smoke")
 
 
 def probe(path: str | Path):
-    from tasks.ffmpeg import probe as ff_probe
+    from engines.media.ffmpeg import probe as ff_probe
 
     return ff_probe(Path(path))
 

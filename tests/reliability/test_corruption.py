@@ -128,7 +128,7 @@ def test_an_altered_converted_checkpoint_is_converted_again(tmp_path: Path) -> N
     it. (Like weights.check_file, a change that keeps size and mtime is not looked for.)"""
     import torch
 
-    from engines.safe_ckpt import cached_safetensors
+    from engines.models.safe_ckpt import cached_safetensors
 
     ckpt = tmp_path / "last.ckpt"
     torch.save({"state_dict": {"w": torch.arange(4096.0)}}, ckpt)
@@ -161,6 +161,8 @@ def committed_frames(work: Path, n: int = 3) -> dict:
     (None, 3),
     ("truncate frame", 0), ("alter frame", 0), ("truncate state", 0), ("garble progress", 0),
     ("frame past the count", 3),  # a frame written but not committed: ignored, made again
+    ("state past the count", 3),  # a newer state written, progress not: the old one holds
+    ("delete state", 0),
 ])
 def test_resumable_work_is_checked_before_it_is_trusted(tmp_path: Path, damage: str | None,
                                                         resumes_at: int) -> None:
@@ -171,8 +173,11 @@ def test_resumable_work_is_checked_before_it_is_trusted(tmp_path: Path, damage: 
         truncate(tmp_path / "frames" / "000001.png")
     elif damage == "alter frame":
         flip_byte(tmp_path / "frames" / "000001.png", 0.6)
-    elif damage == "truncate state":
-        truncate(tmp_path / "state.pt")
+    elif damage in ("truncate state", "delete state"):
+        state_file = tmp_path / json.loads((tmp_path / "progress.json").read_text())["state"]["name"]
+        truncate(state_file) if damage == "truncate state" else state_file.unlink()
+    elif damage == "state past the count":
+        (tmp_path / "state-000099.pt").write_bytes(b"a state cut short by a kill")
     elif damage == "garble progress":
         (tmp_path / "progress.json").write_text('{"files": [')
     elif damage == "frame past the count":
@@ -181,7 +186,9 @@ def test_resumable_work_is_checked_before_it_is_trusted(tmp_path: Path, damage: 
     assert done == resumes_at
     assert (state is None) == (resumes_at == 0)
     if state is not None:
-        assert state["_frame"] == 2 and state["z"].tolist() == [2.0, 2.0]
+        assert state["z"].tolist() == [2.0, 2.0]
+        assert sorted(p.name for p in tmp_path.glob("state-*.pt")) == sorted(
+            ["state-000002.pt"] + (["state-000099.pt"] if damage == "state past the count" else []))
 
 
 def test_a_commit_drops_leftover_temporary_files(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import pytest
 
-from engines.errors import PromptreelError
+from engines.core.errors import PromptreelError
 from tests.helpers import ROOT, run_cli
 
 DOC = ROOT / "docs" / "errors.md"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import ConfigError, UnsafeCheckpointError
+from engines.core.errors import ConfigError, UnsafeCheckpointError
 from tests.helpers import read_run
 from tests.reliability.conftest import SMOKE, Reference, run_patched
 
@@ -101,7 +101,7 @@ def call_of_a_call(module: str, name: str, arg1: str, arg2: str) -> bytes:
 
 
 def convert(path: Path):
-    from engines.safe_ckpt import convert_ckpt
+    from engines.models.safe_ckpt import convert_ckpt
 
     return convert_ckpt(path, path.with_suffix(".safetensors"))
 
@@ -159,7 +159,7 @@ NASTY = ("it's a [garden]; 50%{pts} %{localtime}, C:\\tmp\\x: drawtext=text='hi'
          "[out];\nsecond line,\\ end")
 FRAGMENTS = ("[garden]", "%{pts}", "%{localtime}", "drawtext=text=", "second line")
 ARGV_LOG = """
-import json, tasks.ffmpeg as ff
+import json, engines.media.ffmpeg as ff
 _run = ff.run_argv
 def run_argv(args, **kw):
     with open({log!r}, "a") as out:
@@ -199,7 +199,7 @@ def test_prompt_text_reaches_ffmpeg_only_as_metadata_values(nasty_render: dict) 
 
 
 def test_prompt_text_comes_back_verbatim_from_the_container(nasty_render: dict) -> None:
-    from tasks.ffmpeg import probe
+    from engines.media.ffmpeg import probe
 
     record = nasty_render["record"]
     info = probe(Path(record["video"]))
@@ -208,7 +208,7 @@ def test_prompt_text_comes_back_verbatim_from_the_container(nasty_render: dict) 
 
 
 # ------------------------------------------------------------------ schedule evaluator
-MAX = 100_000  # engines.schedule.MAX_CHARS
+MAX = 100_000  # engines.planning.keyframes.MAX_CHARS
 SCHEDULES = {
     "tower of powers": "0:(9**9**9**9)",
     "overflow": "0:(1e308*1e308)",
@@ -232,7 +232,7 @@ SCHEDULES = {
 @pytest.mark.parametrize("name", list(SCHEDULES))
 def test_schedules_at_the_limits_cost_bounded_time_and_memory(name: str) -> None:
     """CPU seconds (not wall clock: other jobs share the machine) and traced peak memory."""
-    from engines.schedule import parse_schedule
+    from engines.planning.keyframes import parse_schedule
 
     text = SCHEDULES[name]
     tracemalloc.start()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import ConfigError, PromptreelError
+from engines.core.errors import ConfigError, PromptreelError
 from flows.checks import check_overrides, launcher_keys, project_launchers
 from flows.render import compose_config
 from tests.helpers import run_cli
@@ -118,7 +118,7 @@ def test_text_that_looks_like_code_stays_text(text: str) -> None:
 
 
 def test_a_yaml_looking_prompt_is_two_weighted_prompts() -> None:
-    from engines.prompts import parse_prompts
+    from engines.planning.prompts import parse_prompts
 
     cfg = compose_config(["film=smoke", "film.shots.0.prompts='a: b | c'"])
     texts = [(p.text, p.weight) for p in parse_prompts(cfg.film.shots[0].prompts, key="p")]

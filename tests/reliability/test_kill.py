@@ -1,6 +1,6 @@
 """Kill anywhere, lose nothing: a render SIGKILLed inside each stage, then the same command again.
 
-The kills are deterministic: the crash-test hook `tasks.artefacts.kill_point` (inert unless
+The kills are deterministic: the crash-test hook `engines.core.crash.kill_point` (inert unless
 `PROMPTREEL_TEST_KILL_AT=<task>:<point>` is set) SIGKILLs the render, and the ffmpeg it runs, at
 an exact point: between writing a frame's PNG and committing it (`generate_frames:frame:5`),
 while ffmpeg writes its output (`<task>:ffmpeg`), or with the manifest written inside the work
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artefacts import KILL_ENV, is_temporary
+from engines.core.crash import KILL_ENV
+from tasks.artefacts import is_temporary
 from tests.helpers import read_run
 from tests.reliability.conftest import (
     SMOKE,

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import PromptreelError
-from tasks.artefacts import MANIFEST, Store, is_temporary, write_bytes
+from engines.core.errors import PromptreelError
+from engines.core.files import write_bytes
+from tasks.artefacts import MANIFEST, Store, is_temporary
 from tasks.cache import run_cached
 from tests.helpers import ROOT, read_run
 from tests.reliability.conftest import (
@@ -46,17 +47,17 @@ pathlib.Path.write_bytes = write_bytes
 # ... a CUDA out-of-memory error in the first shot, on a "GPU" with 60% of the memory it needs
 CUDA_OOM = """
 import math, torch
-from engines import memory, vqgan_clip
+from engines.frames import memory
+from engines.frames import vqgan_clip
 def render(*args, **kwargs):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 vqgan_clip.render = render
 _oom = memory.out_of_memory
-def out_of_memory(engine, settings, width, height, **kw):
-    need = memory.Prober(engine, settings, perceptors=kw["perceptors"], vqgan=kw["vqgan"],
-                         device=kw["device"]).working(settings, width, height)
+def out_of_memory(engine, settings, width, height, models, **kw):
+    need = memory.MemoryTracer(engine, settings, models, kw["device"]).working(settings, width, height)
     free = math.ceil(0.6 * need * memory.HEADROOM) + memory.RESERVE_BYTES
     memory.free_memory = lambda device: free
-    return _oom(engine, settings, width, height, **kw)
+    return _oom(engine, settings, width, height, models, **kw)
 memory.out_of_memory = out_of_memory
 """
 
@@ -160,12 +161,12 @@ def test_a_full_disk_between_two_frames_keeps_the_committed_ones(tmp_path: Path,
     monkeypatch.undo()
     assert [p.name for p in (tmp_path / "frames").iterdir()] == ["000000.png"]
     done, state = DirectorySink(tmp_path).resume()
-    assert done == 1 and state["_frame"] == 0
+    assert done == 1 and state == {}
 
 
 def test_ffmpeg_on_a_full_disk_says_disk_full(tmp_path: Path) -> None:
     """/dev/full: every write fails with ENOSPC, for real."""
-    from tasks.ffmpeg import ffmpeg_exe, run_argv
+    from engines.media.ffmpeg import ffmpeg_exe, run_argv
 
     args = [ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
             "color=size=64x64:duration=1", "-f", "rawvideo", "/dev/full"]
@@ -223,13 +224,19 @@ def test_doctor_says_what_to_fix(tmp_path: Path) -> None:
     assert proc.returncode == 1, out + proc.stderr
     assert "Traceback" not in proc.stderr
     fixes = [ln for ln in out.splitlines() if ln.startswith("FIX  ")]
-    assert [ln.split()[1] for ln in fixes] == ["model", "model", "prefect:"]
+    assert [ln.split()[1] for ln in fixes if ln.split()[1] != "url"] == ["model", "model",
+                                                                         "prefect:"]
     assert "FIX  model vqgan_imagenet_f16_16384: vqgan vqgan_imagenet_f16_16384: model.yaml " \
            f"missing at {tmp_path / 'empty'}/vqgan/vqgan_imagenet_f16_16384/model.yaml" in out
     assert out.count("     fix: on a connected machine run `make fetch-models conf=klee_garden`") \
         == 2
     assert "     fix: start it with `make server`, or unset PREFECT_API_URL" in out
-    assert out.splitlines()[-1] == "4 ok, 3 to fix"
+    # its download URLs: checked when the network is up (HEAD, size), skipped offline
+    urls = [ln for ln in out.splitlines() if " url" in ln[:10]]
+    assert urls and all(ln.startswith(("ok   url", "FIX  url")) for ln in urls)
+    n_ok = 4 + sum(ln.startswith("ok   url") for ln in urls)
+    n_fix = 3 + sum(ln.startswith("FIX  url") for ln in urls)
+    assert out.splitlines()[-1] == f"{n_ok} ok, {n_fix} to fix"
 
 
 def test_doctor_checks_disk_space_gpu_and_folders(tmp_path: Path, monkeypatch) -> None:

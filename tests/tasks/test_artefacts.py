@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artefacts import MANIFEST, Store, artefact_key, write_bytes
+from engines.core.files import write_bytes
+from tasks.artefacts import MANIFEST, Store, artefact_key
 from tasks.cache import key_for, run_cached
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engines.errors import PromptreelError
-from tasks.ffmpeg import (
+from engines.core.errors import PromptreelError
+from engines.media.ffmpeg import (
     GLOBAL_ARGS,
     OUTPUT_BITEXACT,
     MediaInfo,
