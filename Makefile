@@ -10,11 +10,8 @@ pool  ?= promptreel-gpu
 concurrency ?=
 port  ?= 4200
 API   := $(or $(PREFECT_API_URL),http://127.0.0.1:$(port)/api)
-export PREFECT_HOME := $(CURDIR)/.prefect
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export DO_NOT_TRACK := 1
-export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
-export TOKENIZERS_PARALLELISM := false
+# Prefect's environment (PREFECT_HOME in the project, no telemetry, ...) is set in one place,
+# flows/env.py: every target below that starts Prefect goes through Python.
 
 .DEFAULT_GOAL := help
 
@@ -28,12 +25,18 @@ setup: ## create .venv and install everything (torch CUDA build that also runs o
 	$(PIP) install -q --no-deps torchaudio==2.11.0
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	$(PIP) install -q --no-deps audiocraft==1.3.0
-	$(PY) -c "import torch, open_clip, taming, audiocraft, prefect, hydra, imageio_ffmpeg; print('setup ok: torch', torch.__version__)"
+	$(PY) -c "import torch, open_clip, taming, audiocraft, prefect, hydra, imageio_ffmpeg, matplotlib; print('setup ok: torch', torch.__version__)"
+	@# Debian's chromium, for the test that plays the run report in a browser (skipped without it);
+	@# installed only where apt-get runs as root, never a reason for setup to fail
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 \
+	  && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } \
+	  || echo "setup: no chromium here; tests/flows/test_report_browser.py will be skipped"
 
 test: ## run the test suite (CPU, offline, generated tiny models)
 	$(PY) -m pytest -q tests
 
-render: ## render a preset: make render conf=klee_garden [args="seed=3 resolution=r512x288"]
+render: ## render a preset: make render conf=klee_garden [args="seed=3 --quiet|--verbose --config-dir DIR"]
 	$(PY) -m flows.render film=$(conf) $(args)
 
 show: ## print the resolved config, timeline and schedules of a preset; runs nothing
@@ -56,7 +59,7 @@ sweep: ## Hydra multirun of a sweep preset: make sweep conf=klee_garden sweep=se
 	$(PY) -m flows.render film=$(conf) +sweep=$(sweep) $(args)
 
 server: ## Prefect server + UI on http://127.0.0.1:4200 (loopback; state in .prefect/; port=N to change)
-	$(CURDIR)/.venv/bin/prefect server start --host 127.0.0.1 --port $(port)
+	$(PY) -m flows.prefect_server ui --port $(port)
 
 serve: ## register the scheduled `render` deployment and run its renders here, one at a time
 	PREFECT_API_URL=$(API) $(PY) -m flows.serve serve --schedule $(schedule) $(args)
@@ -68,7 +71,7 @@ deploy: ## several boxes: register the deployment on a process work pool: make d
 	PREFECT_API_URL=$(API) $(PY) -m flows.serve deploy --schedule $(schedule) --pool $(pool) $(if $(concurrency),--concurrency $(concurrency))
 
 worker: ## several boxes: one worker per GPU box on the pool, one render at a time
-	PREFECT_API_URL=$(API) $(CURDIR)/.venv/bin/prefect worker start --pool $(pool) --type process --limit 1
+	PREFECT_API_URL=$(API) $(PY) -m flows.env prefect worker start --pool $(pool) --type process --limit 1
 
 doctor: ## check ffmpeg, GPU, free disk, the models a preset needs, Prefect: make doctor conf=klee_garden
 	$(PY) -m flows.render film=$(conf) $(args) --doctor

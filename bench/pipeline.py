@@ -13,7 +13,14 @@ the export against a plain ffmpeg command on the same frames.
   `ffmpeg -framerate 12 -i %06d.png -c:v libx264 -crf 18 -preset medium -pix_fmt yuv420p`,
   same ffmpeg binary.
 
-`python -m bench.pipeline --out pipeline.json`.
+- soak (`--soak N`, not part of `make bench`): N smoke renders in a row, each with a fresh cache
+  (every task computes), timed from outside; a render more than `--stall` seconds (default 20)
+  slower than the median is a stall. Also counts `database is locked` in the temporary server's
+  log (`.prefect/temporary-server.log`): the signature of the 60 s stall of Prefect's SQLite
+  server (flows/prefect_server.py).
+
+`python -m bench.pipeline --out pipeline.json`;
+`python -m bench.pipeline --out soak.json --soak 30`.
 """
 
 from __future__ import annotations
@@ -70,6 +77,29 @@ def overhead(args: list[str], models: Path) -> dict[str, Any]:
             "cached_all_hits": all(t["cached"] for t in hits)}
 
 
+def soak(n: int, args: list[str], models: Path, stall: float) -> dict[str, Any]:
+    """n renders in a row, a fresh cache each; their wall seconds, stalls, and how often the
+    temporary server's log says `database is locked` during the soak."""
+    import statistics
+
+    server_log = common.ROOT / ".prefect" / "temporary-server.log"
+    before = server_log.read_text(errors="replace").count("database is locked") \
+        if server_log.exists() else 0
+    seconds = []
+    for i in range(n):
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds.append(render(args, Path(tmp) / "cache", Path(tmp) / "run", models))
+        print(f"soak {i + 1}/{n}: {seconds[-1]:.1f} s", file=sys.stderr, flush=True)
+    after = server_log.read_text(errors="replace").count("database is locked") \
+        if server_log.exists() else 0
+    median = statistics.median(seconds)
+    return {"command": "python -m flows.render " + " ".join(args) + " (fresh cache each)",
+            "renders": n, "seconds": [round(s, 2) for s in seconds], "median_s": median,
+            "min_s": min(seconds), "max_s": max(seconds),
+            "stalls": [round(s, 2) for s in seconds if s > median + stall],
+            "stall_threshold_s": median + stall, "database_locked_lines": after - before}
+
+
 def write_frames(folder: Path, n: int, w: int, h: int) -> None:
     """n PNG frames of a colour gradient moving one step per frame."""
     import numpy as np
@@ -115,8 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--models", default=None)
+    ap.add_argument("--soak", type=int, default=0, help="N smoke renders in a row instead")
+    ap.add_argument("--stall", type=float, default=20.0,
+                    help="seconds over the median that count as a stall (--soak)")
     a = ap.parse_args(argv)
     models = Path(a.models) if a.models else common.models_dir()
+    if a.soak:
+        Path(a.out).write_text(json.dumps({"soak": soak(a.soak, ["film=smoke"], models, a.stall)},
+                                          indent=1))
+        return
     result = {"overhead": overhead(["film=smoke"], models), "export": export_throughput()}
     Path(a.out).write_text(json.dumps(result, indent=1))
 

@@ -114,14 +114,66 @@ def check_overrides(overrides: list[str]) -> None:
                            "files; edit conf/ instead")
 
 
+# Hydra's command-line flags that take a value (`--flag value` or `--flag=value`); `--info`
+# takes one only after '='
+HYDRA_VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn",
+                     "--package", "-p", "--cfg", "-c", "--experimental-rerun")
+
+
+def cli_flags(argv: list[str]) -> tuple[list[str], dict[str, str | None]]:
+    """(overrides, {flag: value}) of a `python -m flows.render` command line: a flag's value
+    (`--config-dir DIR` or `--config-dir=DIR`) is never read as an override."""
+    overrides: list[str] = []
+    flags: dict[str, str | None] = {}
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        name, eq, value = arg.partition("=")
+        if name.startswith("--experimental-rerun"):  # Hydra's flag that unpickles a file
+            raise ConfigError("--experimental-rerun", value or next(args, None), "no such flag "
+                              "here", "it unpickles a file, which could run code; run the "
+                              "render's command again instead")
+        if not eq and name in HYDRA_VALUE_FLAGS:
+            value = next(args, None)
+        flags[name] = value if (eq or name in HYDRA_VALUE_FLAGS) else None
+    return overrides, flags
+
+
+def hydra_argv(argv: list[str]) -> list[str]:
+    """`argv` with every override first, then the flags (each with its value): Hydra's parser
+    takes no override after a flag, so `--config-dir DIR seed=3` works like `seed=3 --config-dir
+    DIR`, as it does for --show."""
+    overrides, flags = cli_flags(argv)
+    tail: list[str] = []
+    for name, value in flags.items():
+        tail += [name] if value is None else [name, value]
+    return [*overrides, *tail]
+
+
 def cli_overrides(argv: list[str]) -> list[str]:
-    """The overrides of a `python -m flows.render` command line (its arguments minus flags)."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--experimental-rerun"):  # Hydra's flag that unpickles a file
-            raise ConfigError("--experimental-rerun", " ".join(argv[i + 1:i + 2]) or None,
-                              "no such flag here", "it unpickles a file, which could run code; "
-                              "run the render's command again instead")
-    return [a for a in argv if not a.startswith("-")]
+    """The overrides of a `python -m flows.render` command line (its arguments minus flags and
+    their values)."""
+    return cli_flags(argv)[0]
+
+
+def cli_config_dir(argv: list[str]) -> Path | None:
+    """The directory of `--config-dir DIR` / `--config-dir=DIR` / `-cd DIR` (films kept outside
+    the repository, in DIR/film/), checked; None without the flag."""
+    flags = cli_flags(argv)[1]
+    given = [(k, v) for k, v in flags.items() if k in ("--config-dir", "-cd")]
+    if not given:
+        return None
+    key, value = given[-1]
+    if not value:
+        raise ConfigError(key, value, "a directory holding your presets in <dir>/film/, e.g. "
+                          "--config-dir /home/me/films")
+    path = Path(value).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(key, value, "an existing directory holding your presets in "
+                          "<dir>/film/", f"not found: {path}")
+    return path
 
 
 def hydra_error(exc: BaseException) -> PromptreelError:
@@ -200,14 +252,16 @@ def is_hydra_error(exc: BaseException) -> bool:
     return type(exc).__module__.split(".")[0] in ("hydra", "omegaconf")
 
 
-def cli(main: Callable[[], Any], argv: list[str]) -> None:
+def cli(main: Callable[[], Any], argv: list[str]) -> Any:
     """Run Hydra's `main` as `python -m flows.render`: overrides are checked before Hydra acts
     on any of them (it would instantiate callbacks and logging handlers before `main` runs), and
-    any bad input ends as `error: <message>` on stderr with exit code 2, never a traceback."""
+    any bad input ends as `error: <message>` on stderr with exit code 2, never a traceback.
+    Returns what `main` returns."""
     try:
         check_overrides(cli_overrides(argv))
+        cli_config_dir(argv)  # an existing directory, before Hydra reads it
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises its errors to us (even if set to 0)
-        main()
+        return main()
     except PromptreelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -1,30 +1,42 @@
-"""Run reports and sweep summaries: pandas tables (Parquet + CSV), a static HTML page, Prefect
-artifacts.
+"""Run reports and sweep summaries: pandas tables (Parquet + CSV), HTML pages from jinja2
+templates (flows/templates/) with matplotlib plots (flows/plots.py), Prefect artifacts.
 
 A run report lives in `<run dir>/report/` (tasks, shots, frames as .parquet and .csv,
-`summary.json`, `media/` with hard links to each shot's contact sheet and production cut) plus
-`<run dir>/report.html`. A sweep summary lives in the sweep dir: `summary.{parquet,csv,html}`, one
-row per job ranked by score (failed jobs last, with why). Every file the HTML pages reference sits
-next to them (relative links), so the folder can be copied or served as it is.
+`summary.json`, `plots/` with one PNG per shot, `media/` with each shot's contact sheet and
+production cut) plus `<run dir>/report.html`. A sweep summary lives in the sweep dir:
+`summary.{parquet,csv,html}`, one row per job ranked by score (failed jobs last, with why), a
+grid of the takes when two parameters are swept, the best take marked. Every file the pages
+reference sits next to them (relative links), so the folder can be copied or served as it is.
+
+Everything a page embeds plays in a browser: a video is linked as it is when it is H.264
+yuv420p with its index (moov atom) in front, or VP9 in WebM; any other export (H.265, ProRes,
+4:4:4, an index at the end) gets an H.264 yuv420p preview with the index in front
+(`report/media/preview.mp4`); a GIF is shown as an image.
 
 Score: CLIP cosine similarity (in [-1, 1]) of a shot's last rendered frame to the positive
 prompts in force at that frame, under the guiding perceptor (`cfg.clip`), weighted by prompt
 weight. Scores are cached artefacts (`score_frames`), so re-running a render computes nothing.
+The plots' per-frame CLIP score is the same weighted mean over the similarities the engine
+measured at each committed frame. Engines that measure no loss or CLIP similarity per frame (the
+diffusion engines) get the panels of what they did record (flows/plots.py), and the page leaves
+out the columns no shot has; a shot whose score cannot be computed (its CLIP model not on this
+machine) shows none, with the reason, and the rest of the report is written.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
+import math
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from engines.core.errors import PromptreelError
-from engines.core.files import atomic_path, write_bytes, write_json
+from engines.core.files import atomic_path, link_or_copy, write_bytes, write_json
 from tasks.artefacts import Artefact, Store
 from tasks.cache import LEDGER, run_cached
 
@@ -32,6 +44,7 @@ log = logging.getLogger("promptreel")
 SCORE_TASK = "score_frames"
 SCORE_VERSION = "1"
 REPORT = "report"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 # ---------------------------------------------------------------- tables
@@ -45,18 +58,82 @@ def write_table(df: pd.DataFrame, directory: Path, stem: str) -> None:
 
 def link_media(src: Path, dst: Path) -> Path:
     """Hard link (copy across devices) a cached file next to the report."""
-    import os
-    import shutil
-
     dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.unlink(missing_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    link_or_copy(src, dst)
     return dst
 
 
+# ---------------------------------------------------------------- media a browser plays
+def top_level_boxes(path: Path) -> list[str]:
+    """The top-level box (atom) types of an MP4/MOV file, in file order (ISO/IEC 14496-12:
+    32-bit size, 4-character type; size 1 = a 64-bit size follows, 0 = to the end)."""
+    boxes: list[str] = []
+    with open(path, "rb") as fh:
+        end = fh.seek(0, 2)
+        pos = 0
+        while pos + 8 <= end:
+            fh.seek(pos)
+            size, kind = struct.unpack(">I4s", fh.read(8))
+            if size == 1:
+                size = struct.unpack(">Q", fh.read(8))[0]
+            elif size == 0:
+                size = end - pos
+            boxes.append(kind.decode("latin-1"))
+            if size < 8:
+                break
+            pos += size
+    return boxes
+
+
+def browser_playable(path: Path) -> str | None:
+    """'video' if browsers play `path` as it is in a <video> (H.264 yuv420p MP4/MOV with the
+    moov atom before the media data, or VP9 yuv420p WebM), 'img' for a GIF, else None."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            fmt = c.format.name
+            stream = c.streams.video[0] if c.streams.video else None
+            codec = stream.codec_context.name if stream else None
+            pix_fmt = stream.codec_context.pix_fmt if stream else None
+    except (av.error.FFmpegError, OSError):
+        return None
+    if fmt == "gif":
+        return "img"
+    if codec == "vp9" and "webm" in fmt and pix_fmt == "yuv420p":
+        return "video"
+    if codec == "h264" and pix_fmt == "yuv420p" and "mp4" in fmt:
+        boxes = top_level_boxes(path)
+        if "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat"):
+            return "video"
+    return None
+
+
+def browser_preview(src: Path, dst: Path) -> Path:
+    """An H.264 yuv420p MP4 of `src` with its index in front (even sides, AAC audio if any)."""
+    from engines.media.ffmpeg import GLOBAL_ARGS, ffmpeg_exe, run_argv
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        run_argv([ffmpeg_exe(), *GLOBAL_ARGS, "-i", str(src), "-map", "0:v:0", "-map", "0:a?",
+                  "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-c:v", "libx264", "-preset",
+                  "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a",
+                  "160k", "-movflags", "+faststart", "-f", "mp4", str(tmp)],
+                 what=f"browser preview of {src}")
+    return dst
+
+
+def embed(src: Path, out: Path, stem: str, *, link: bool = True) -> tuple[Path, str]:
+    """(file the report shows, 'video' | 'img') for a video: `src` when a browser plays it as it
+    is (hard-linked as `<out>/<stem><suffix>` when `link`), else an H.264 preview
+    `<out>/<stem>.mp4`."""
+    kind = browser_playable(src)
+    if kind is None:
+        return browser_preview(src, out / f"{stem}.mp4"), "video"
+    return (link_media(src, out / f"{stem}{src.suffix}") if link else src), kind
+
+
+# ---------------------------------------------------------------- scores
 def final_prompts(shot: Any, fps: float, n_frames: int) -> list[tuple[str, float]]:
     """(text, weight) of the positive prompts in force at the shot's last frame."""
     from engines.planning.prompts import parse_prompt_schedule
@@ -113,10 +190,22 @@ def committed(store: Store, task: str, key: str) -> Artefact:
     return artefact
 
 
+def number(value: Any) -> float | None:
+    """A float for a table cell, None for a missing or NaN value."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
 def shot_rows(cfg: Any, record: dict[str, Any], out: Path, *, score: bool) -> tuple[list, list]:
-    """One row per shot (score, media) and the per-frame metrics of every shot."""
+    """One row per shot (score, media, plot) and the per-frame metrics of every shot."""
+    from flows.plots import clip_score, metric_panels, schedule_table, shot_figure
+
     store = Store(cfg.runtime.cache_dir)
     rows, frames = [], []
+    plans = cfg.shot_plans()
     for i, (shot, key) in enumerate(zip(cfg.film.shots, record["artefacts"]["shots"], strict=True)):
         extracted = committed(store, "extract_frames", key)
         rendered = committed(store, "generate_frames", upstream_key(extracted, "frames"))
@@ -126,17 +215,48 @@ def shot_rows(cfg: Any, record: dict[str, Any], out: Path, *, score: bool) -> tu
                "frames_key": rendered.key, "score": None, "score_texts": None}
         if score:
             prompts = tuple(final_prompts(shot, cfg.film.fps, n))
-            result = score_shot(frames=rendered, prompts=prompts, clip=cfg.clip,
-                                runtime=cfg.runtime).meta
-            row.update(score=result["score"], score_texts=" | ".join(result["texts"]))
-        for name in ("contact_sheet.png", "production_cut.mp4"):
-            dst = link_media(extracted.file(name), out / "media" / f"{i:02d}_{shot.name}_{name}")
-            row[name.split(".")[0]] = dst.relative_to(out.parent).as_posix()
-        rows.append(row)
+            try:
+                result = score_shot(frames=rendered, prompts=prompts, clip=cfg.clip,
+                                    runtime=cfg.runtime).meta
+                row.update(score=result["score"], score_texts=" | ".join(result["texts"]))
+            except PromptreelError as exc:  # e.g. a diffusion render without the CLIP weights
+                log.warning("report: no score for shot %s: %s", shot.name, exc)
+                row.update(score_texts=f"not scored: {exc}")
+        stem = f"{i:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', shot.name)}"
+        sheet = link_media(extracted.file("contact_sheet.png"),
+                           out / "media" / f"{stem}_contact_sheet.png")
+        cut, kind = embed(extracted.file("production_cut.mp4"), out / "media",
+                          f"{stem}_production_cut")
+        row.update(contact_sheet=sheet.relative_to(out.parent).as_posix(),
+                   production_cut=cut.relative_to(out.parent).as_posix(), production_cut_kind=kind)
+        # the plan as rendered: an open-ended shot stopped early has fewer frames
+        plan = plans[i].head(n) if n < plans[i].n_frames else plans[i]
         table = rendered.file("frames.parquet")
-        if table.exists():
-            frames.append(pd.read_parquet(table).assign(shot=shot.name))
+        metrics = pd.read_parquet(table) if table.exists() else None
+        row.update(seconds_per_frame=None, final_loss=None, final_clip_score=None)
+        if metrics is not None and len(metrics) and "frame" in metrics:
+            panels = metric_panels(metrics)
+            if "clip" in panels:
+                metrics = metrics.assign(clip_score=clip_score(metrics, schedule_table(plan)))
+            frames.append(metrics.assign(shot=shot.name))
+            last = metrics.iloc[-1]
+            if "seconds" in metrics:
+                row["seconds_per_frame"] = number(pd.to_numeric(metrics["seconds"],
+                                                                errors="coerce").mean())
+            row.update(final_loss=number(last.get("loss")),
+                       final_clip_score=number(last.get("clip_score")))
+        plot = shot_figure(plan, out / "plots" / f"{stem}.png", metrics)
+        row.update(plot=plot.relative_to(out.parent).as_posix(),
+                   plot_panels=", ".join(metric_panels(metrics)))
+        rows.append(row)
     return rows, frames
+
+
+def clean(value: Any) -> Any:
+    """None for NaN/None (JSON and templates), the value otherwise."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value
 
 
 def run_report(cfg: Any, record: dict[str, Any], *, score: bool = True,
@@ -158,7 +278,9 @@ def run_report(cfg: Any, record: dict[str, Any], *, score: bool = True,
     write_table(shots, out, "shots")
     write_table(frame_df, out, "frames")
     video = Path(record["video"]) if record.get("video") else None
-    scores = [s for s in shots["score"] if s is not None and pd.notna(s)]
+    preview, preview_kind = (embed(video, out / "media", "preview", link=False)
+                             if video and video.is_file() else (None, None))
+    scores = [s for s in shots["score"] if clean(s) is not None]
     summary = {
         "film": cfg.film.name, "seed": cfg.seed,
         "score": sum(scores) / len(scores) if scores else None,
@@ -167,14 +289,27 @@ def run_report(cfg: Any, record: dict[str, Any], *, score: bool = True,
         "computed": int((~tasks["cached"].astype(bool)).sum()),
         "task_seconds": round(float(tasks["seconds"].sum()), 3),
         "video": video.name if video is not None and video.parent == run_dir else None,
+        "preview": preview.relative_to(run_dir).as_posix() if preview else None,
+        "preview_kind": preview_kind,
         "width": cfg.resolution.width, "height": cfg.resolution.height,
+        "plots": [r["plot"] for r in rows],
     }
     write_json(out / "summary.json", summary)
-    page = run_html(summary, shots, tasks, frame_df, record)
+    shown = [{k: clean(v) for k, v in r.items()} for r in rows]
+    # a column no shot has a value in (a diffusion engine's loss) is left out
+    columns = [c for c in ("score", "seconds_per_frame", "final_loss", "final_clip_score")
+               if any(r.get(c) is not None for r in shown)]
+    page = render_template("run_report.html.j2", summary=summary, shots=shown, columns=columns,
+                           tasks=tasks.to_dict("records"), seed_drawn=record.get("seed_drawn"),
+                           frames_csv=f"{REPORT}/frames.csv")
     write_bytes(run_dir / "report.html", page.encode())
     if artifacts:
-        publish(f"run-{cfg.film.name}", [summary], run_markdown(summary, shots))
+        publish(f"run-{cfg.film.name}", [summary_row(summary)], run_markdown(summary, shots))
     return run_dir / "report.html"
+
+
+def summary_row(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in summary.items() if not isinstance(v, list | dict)}
 
 
 # ---------------------------------------------------------------- sweeps
@@ -205,7 +340,8 @@ def job_row(job: Path) -> dict[str, Any]:
         why = json.loads(failed.read_text())
         row.update(status="failed", error=f"{why.get('error')}: {why.get('message')}")
     elif summary.exists():
-        row.update(status="ok", **json.loads(summary.read_text()))
+        found = json.loads(summary.read_text())
+        row.update(status="ok", **{k: v for k, v in found.items() if not isinstance(v, list)})
     elif (job / "run.json").exists():
         row["status"] = "ok (no report)"
     return row
@@ -229,8 +365,55 @@ def config_differences(jobs: list[Path]) -> pd.DataFrame:
     return df[varying].rename_axis("job").reset_index()
 
 
-def sweep_summary(sweep_dir: Path, *, artifacts: bool = True) -> pd.DataFrame:
-    """Write `summary.{parquet,csv,html}` in a sweep dir: one row per job, best score first."""
+def swept(overrides: list[str]) -> dict[str, str]:
+    """{key: value} of a job's own overrides (`seed=2 resolution=r64` -> seed, resolution)."""
+    out = {}
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        if eq:
+            out[key.lstrip("+~")] = value
+    return out
+
+
+def sweep_grid(jobs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """When exactly two parameters vary between the jobs: {rows: (key, values), columns:
+    (key, values), cells: {(row value, column value): [job rows]}}; else None. Values keep the
+    order of the jobs (Hydra's sweep order)."""
+    in_order = sorted(jobs, key=lambda r: job_order(str(r["job"])))
+    params = [swept(str(r["overrides"]).split()) for r in in_order]
+    keys = list(dict.fromkeys(k for p in params for k in p))
+    varying = [k for k in keys if len({p.get(k) for p in params}) > 1]
+    if len(varying) != 2:
+        return None
+    row_key, col_key = varying
+    values = {k: list(dict.fromkeys(p.get(k) for p in params)) for k in varying}
+    cells: dict[tuple, list[dict[str, Any]]] = {}
+    for r in jobs:
+        p = swept(str(r["overrides"]).split())
+        cells.setdefault((p.get(row_key), p.get(col_key)), []).append(r)
+    return {"rows": (row_key, values[row_key]), "columns": (col_key, values[col_key]),
+            "cells": cells}
+
+
+def job_media(sweep_dir: Path, r: dict[str, Any]) -> dict[str, Any]:
+    """A job's playable take (its report's preview, else its video) and contact sheets, as
+    paths relative to the sweep dir."""
+    job = sweep_dir / str(r["job"])
+    take, kind = None, "video"
+    preview, video = r.get("preview"), r.get("video")
+    if isinstance(preview, str) and (job / preview).is_file():
+        take, kind = f"{r['job']}/{preview}", r.get("preview_kind") or "video"
+    elif isinstance(video, str) and (job / video).is_file():  # a report from before previews
+        take, kind = f"{r['job']}/{video}", "img" if video.endswith(".gif") else "video"
+    sheets = [p.relative_to(sweep_dir).as_posix()
+              for p in sorted((job / REPORT / "media").glob("*contact_sheet.png"))]
+    report = f"{r['job']}/report.html" if (job / "report.html").is_file() else None
+    return {"take": take, "take_kind": kind, "sheets": sheets, "report": report}
+
+
+def sweep_summary(sweep_dir: Path, *, artifacts: bool = False) -> pd.DataFrame:
+    """Write `summary.{parquet,csv,html}` in a sweep dir: one row per job, best score first.
+    `artifacts`: also publish it to Prefect (inside a flow run: flows/sweep.py)."""
     sweep_dir = Path(sweep_dir)
     jobs = job_dirs(sweep_dir)
     rows = [job_row(j) for j in jobs]
@@ -245,7 +428,7 @@ def sweep_summary(sweep_dir: Path, *, artifacts: bool = True) -> pd.DataFrame:
                         key=lambda c: c if c.name == "score" else c.map(job_order))
     df.insert(0, "rank", range(1, len(df) + 1))
     diffs = config_differences(jobs)
-    text_cols = {c: "string" for c in ("error", "video") if c in df}
+    text_cols = {c: "string" for c in ("error", "video", "preview", "preview_kind") if c in df}
     write_table(df.astype(text_cols), sweep_dir, "summary")
     write_table(diffs.astype(str), sweep_dir, "config_differences")
     write_bytes(sweep_dir / "summary.html", sweep_html(sweep_dir, df, diffs).encode())
@@ -258,14 +441,14 @@ def sweep_summary(sweep_dir: Path, *, artifacts: bool = True) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- Prefect artifacts
 def publish(key: str, table: list[dict[str, Any]], markdown: str) -> None:
-    """Table and markdown artifacts in the Prefect UI; never fails a render."""
+    """Table and markdown artifacts in the Prefect UI, attached to the current flow run (call it
+    inside a flow); never fails a render."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     slug = re.sub(r"[^a-z0-9-]+", "-", key.lower()).strip("-")
-    clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}
-             for r in table]
+    rows = [{k: clean(v) for k, v in r.items()} for r in table]
     try:
-        create_table_artifact(table=clean, key=slug, description=f"promptreel {key}")
+        create_table_artifact(table=rows, key=slug, description=f"promptreel {key}")
         create_markdown_artifact(markdown=markdown, key=f"{slug}-md")
     except Exception as exc:  # noqa: BLE001 - the report on disk is the record; the UI is a view
         log.warning("could not publish Prefect artifacts %s: %s", slug, exc)
@@ -284,89 +467,51 @@ def sweep_markdown(sweep_dir: Path, df: pd.DataFrame) -> str:
 
 
 # ---------------------------------------------------------------- HTML
-STYLE = ("body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse}"
-         "td,th{border:1px solid #ccc;padding:.3em .6em;vertical-align:top}"
-         "img{max-width:40em}video{max-width:40em}.failed{background:#fee}")
-
-
 def html_links(page_path: Path) -> tuple[list[str], list[str]]:
-    """(every src/href of an HTML page, those that are not files next to it): a check for tests."""
+    """(every src/href of an HTML page but in-page anchors, those that are not files next to
+    it): a check for tests."""
     from html.parser import HTMLParser
 
     refs: list[str] = []
 
     class Parser(HTMLParser):
         def handle_starttag(self, tag: str, attrs: list) -> None:
-            refs.extend(v for k, v in attrs if k in ("src", "href") and v)
+            refs.extend(v for k, v in attrs if k in ("src", "href") and v and v[0] != "#")
 
     Parser().feed(Path(page_path).read_text())
     return refs, [r for r in refs if not (Path(page_path).parent / r).is_file()]
 
 
-def fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and v != v):
+def fmt(v: Any, digits: int = 4) -> str:
+    """A value for a page: '-' for None/NaN, floats rounded."""
+    if clean(v) is None:
         return "-"
-    return f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-            f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{body}"
-            "</body></html>\n")
+def environment() -> Any:
+    """The jinja2 environment of flows/templates/ (HTML autoescaped, `fmt` as a filter)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                             autoescape=jinja2.select_autoescape(("html", "j2")),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters["fmt"] = fmt
+    return env
 
 
-def media(src: str | None, kind: str) -> str:
-    if not src:
-        return "-"
-    s = html.escape(src, quote=True)
-    if kind == "video":
-        return f"<video controls preload='metadata' src='{s}'></video>"
-    return f"<a href='{s}'><img loading='lazy' src='{s}' alt='{s}'></a>"
-
-
-def run_html(summary: dict[str, Any], shots: pd.DataFrame, tasks: pd.DataFrame,
-             frames: pd.DataFrame, record: dict[str, Any]) -> str:
-    parts = [f"<p>seed {summary['seed']} &middot; {summary['width']}x{summary['height']} px "
-             f"&middot; score {fmt(summary['score'])} &middot; {summary['computed']} tasks "
-             f"computed, {summary['cached']} cached, {summary['task_seconds']} s in tasks</p>"]
-    if summary.get("video"):
-        parts.append(media(summary["video"], "video"))
-    parts.append("<h2>Shots</h2><table><tr><th>shot</th><th>frames</th><th>score</th>"
-                 "<th>prompts scored</th><th>render s</th><th>contact sheet</th>"
-                 "<th>production cut</th></tr>")
-    for r in shots.to_dict("records"):
-        parts.append(f"<tr><td>{fmt(r['shot'])}</td><td>{r['n_frames']}</td><td>{fmt(r['score'])}"
-                     f"</td><td>{fmt(r['score_texts'])}</td><td>{fmt(r['render_seconds'])}</td>"
-                     f"<td>{media(r['contact_sheet'], 'img')}</td>"
-                     f"<td>{media(r['production_cut'], 'video')}</td></tr>")
-    parts.append("</table><h2>Per-frame metrics</h2>")
-    numeric = frames.select_dtypes("number").columns.difference(["frame"]).tolist()
-    if numeric:
-        parts.append(frames.groupby("shot")[numeric].mean().round(4).to_html())
-    parts.append(f"<p>every frame: <a href='{REPORT}/frames.csv'>frames.csv</a></p>"
-                 f"<h2>Tasks</h2>{tasks.to_html(index=False)}")
-    if record.get("seed_drawn"):
-        parts.append("<p>seed was drawn (seed: -1)</p>")
-    return page(f"promptreel run: {summary['film']}", "".join(parts))
+def render_template(name: str, **context: Any) -> str:
+    return environment().get_template(name).render(**context)
 
 
 def sweep_html(sweep_dir: Path, df: pd.DataFrame, diffs: pd.DataFrame) -> str:
-    rows = ["<table><tr><th>rank</th><th>job</th><th>overrides</th><th>status</th><th>score</th>"
-            "<th>video</th><th>contact sheets</th></tr>"]
-    for r in df.to_dict("records"):
-        job = sweep_dir / r["job"]
-        sheets = sorted((job / REPORT / "media").glob("*contact_sheet.png"))
-        imgs = "".join(media(p.relative_to(sweep_dir).as_posix(), "img") for p in sheets) or "-"
-        video = r.get("video")
-        has_video = isinstance(video, str) and (job / video).is_file()
-        vid = media(f"{r['job']}/{video}", "video") if has_video else "-"
-        status = fmt(r["status"]) + (f"<br>{fmt(r['error'])}" if r.get("error") else "")
-        report = job / "report.html"
-        name = f"<a href='{r['job']}/report.html'>{fmt(r['job'])}</a>" if report.exists() \
-            else fmt(r["job"])
-        cls = " class='failed'" if r["status"] == "failed" else ""
-        rows.append(f"<tr{cls}><td>{r['rank']}</td><td>{name}</td><td>{fmt(r['overrides'])}</td>"
-                    f"<td>{status}</td><td>{fmt(r['score'])}</td><td>{vid}</td><td>{imgs}</td></tr>")
-    rows.append("</table><h2>Config differences between jobs</h2>")
-    rows.append(diffs.to_html(index=False) if len(diffs.columns) > 1 else "<p>none</p>")
-    return page(f"promptreel sweep: {sweep_dir}", "".join(rows))
+    records = [{k: clean(v) for k, v in r.items()} for r in df.to_dict("records")]
+    best = next((r["job"] for r in records if r.get("score") is not None), None)
+    for r in records:
+        r.update(job_media(sweep_dir, r), best=r["job"] == best)
+    grid = sweep_grid(records) if records else None
+    return render_template("sweep_summary.html.j2", title=f"promptreel sweep: {sweep_dir}",
+                           jobs=records, grid=grid, best=best,
+                           diff_columns=list(diffs.columns) if len(diffs.columns) > 1 else [],
+                           diffs=diffs.to_dict("records"))

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-ROOT = Path(__file__).resolve().parent.parent
-for _k, _v in {"PREFECT_HOME": str(ROOT / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "DO_NOT_TRACK": "1", "PREFECT_LOGGING_EXTRA_LOGGERS": "promptreel"}.items():
-    os.environ.setdefault(_k, _v)  # before prefect is imported: state in the project, no telemetry
+from flows import env
+
+ROOT = env.ROOT
+# before prefect is imported: the project's defaults, and promptreel's log lines in the UI
+env.apply({"PREFECT_LOGGING_EXTRA_LOGGERS": "promptreel"})
 
 from prefect import flow  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator  # noqa: E402

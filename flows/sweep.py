@@ -8,8 +8,10 @@ Configured as a Hydra callback (Hydra's own config, conf/config.yaml and conf/sw
           _target_: flows.sweep.SweepSummary
 
 `on_job_end` writes `<job dir>/failed.json` for a job that raised (unless the entry point already
-did) and, in a multirun, rewrites `<sweep dir>/summary.*` so the table is current after every job,
-even if the sweep is stopped. `on_multirun_end` writes the final summary and the Prefect artifacts.
+did) and, in a multirun, rewrites `<sweep dir>/summary.*` quietly so the table is current after
+every job, even if the sweep is stopped. `on_multirun_end` writes the final summary, prints its
+path once, and publishes it as Prefect artifacts from a small `sweep-summary` flow run (Prefect
+attaches artifacts to a flow run; created outside one, they are deprecated and warn).
 With a remote launcher (Slurm), `on_job_end` runs on the node and `on_multirun_end` on the
 submitting host; both read the job dirs on shared storage, so the result is the same.
 """
@@ -36,19 +38,47 @@ def record_failure(job_dir: Path, exc: BaseException) -> Path:
     return path
 
 
-def summarise(sweep_dir: Path, *, artifacts: bool) -> Any:
-    """Write the summary; return its table (None if it could not be written)."""
+def summarise(sweep_dir: Path, *, artifacts: bool, final: bool = False) -> Any:
+    """Write the summary; return its table (None if it could not be written). `final`: say
+    where it is (once, at the end of the sweep)."""
     from flows.report import sweep_summary
 
     try:
-        df = sweep_summary(sweep_dir, artifacts=artifacts)
+        df = sweep_summary(sweep_dir, artifacts=False)
+        if artifacts:
+            publish_summary(sweep_dir, df)
     except Exception as exc:  # noqa: BLE001 - a summary problem must not stop the sweep
         log.warning("sweep summary of %s failed: %s", sweep_dir, exc)
         return None
     failed = df[df["status"] == "failed"]
-    log.info("sweep summary: %s (%d jobs, %d failed)", Path(sweep_dir) / "summary.html",
-             len(df), len(failed))
+    log.log(logging.INFO if final else logging.DEBUG, "sweep summary: %s (%d jobs, %d failed)",
+            Path(sweep_dir) / "summary.html", len(df), len(failed))
     return df
+
+
+def publish_summary(sweep_dir: Path, df: Any) -> None:
+    """The summary as Prefect table and markdown artifacts of a `sweep-summary` flow run, on
+    the server the renders used (the temporary one, or PREFECT_API_URL's)."""
+    from prefect import flow
+
+    from flows import prefect_server
+    from flows.report import publish, sweep_markdown
+
+    name = Path(sweep_dir).parent.name or "sweep"
+    cols = [c for c in ("rank", "job", "overrides", "status", "score", "error") if c in df]
+
+    @flow(name="sweep-summary", log_prints=False)
+    def sweep_summary_flow() -> None:
+        publish(f"sweep-{name}", df[cols].to_dict("records"), sweep_markdown(sweep_dir, df))
+
+    server = prefect_server.start()
+    if server is None:
+        sweep_summary_flow()
+        return
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(prefect_server.prefect_settings(server)):
+        sweep_summary_flow()
 
 
 class SweepSummary(Callback):
@@ -72,7 +102,7 @@ class SweepSummary(Callback):
         import sys
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        df = summarise(sweep_dir, artifacts=self.artifacts)
+        df = summarise(sweep_dir, artifacts=self.artifacts, final=True)
         if df is None:
             return
         failed = df[df["status"] == "failed"]

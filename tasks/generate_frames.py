@@ -196,9 +196,14 @@ def _generate(params: dict[str, Any], *, stoppable: bool) -> Artefact:
 
         def progress(i: int, record: dict[str, Any]) -> None:
             if i % runtime.log_every == 0 or i == plan.n_frames - 1:
-                log.info("%s: frame %d/%d  iterations %s  loss %.4f  %.2f s/frame", plan.name,
-                         i + 1, plan.n_frames, record.get("iterations"),
-                         record.get("loss", float("nan")), record.get("seconds", 0.0))
+                # what the engine measured: CLIP engines have iterations and a loss, diffusion
+                # engines steps and no loss; absent values are left out, never printed as nan
+                measured = "".join(f"  {label} {fmt % record[field]}" for field, label, fmt in (
+                    ("iterations", "iterations", "%s"), ("steps", "steps", "%s"),
+                    ("loss", "loss", "%.4f")) if record.get(field) is not None)
+                log.info("%s: frame %d/%d%s  %.2f s/frame", plan.name, i + 1, plan.n_frames,
+                         measured, record.get("seconds", 0.0),
+                         extra={"progress": (plan.name, i + 1, plan.n_frames)})  # console bar
 
         watch = Watch(runtime.cache_dir) if stoppable and open_ended(engine) else None
         sink = DirectorySink(work, on_commit=progress, stop=watch)

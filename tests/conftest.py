@@ -4,20 +4,16 @@ anything else, tests/netguard.py cuts this process and every process it starts o
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from flows import env
 from tests import netguard
 from tests.helpers import ROOT
 
 netguard.install_everywhere()  # no test reaches the network, online or not (tests/netguard.py)
-os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+env.apply()  # the project's Prefect environment, before any test imports prefect
 
 TINY_MODELS = [("vqgan", "generated_vqgan_f16_tiny"), ("clip", "generated_clip_tiny"),
                ("musicgen", "generated_musicgen_tiny"), ("cyclegan", "generated_cyclegan_tiny")]

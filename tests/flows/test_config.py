@@ -127,10 +127,13 @@ def test_dead_vqgan_is_refused_unless_its_files_are_in_place(tmp_path: Path) -> 
     _check_dead_model(dead, "vqgan", tmp_path)  # the files are in place: it renders
 
 
-def test_show_prints_the_plan_and_leaves_no_run_directory(tmp_path: Path) -> None:
-    """`make show` is read-only: the resolved config and timeline on stdout, nothing on disk."""
+def test_show_prints_the_plan_plots_it_and_leaves_no_run_directory(tmp_path: Path) -> None:
+    """`make show` renders nothing: the resolved config, the timeline and a summary of the
+    schedules on stdout, and one image, the schedule plot, whose path it prints; no run dir."""
     import subprocess
     import sys
+
+    from PIL import Image
 
     from tests.helpers import repo_env
 
@@ -139,4 +142,12 @@ def test_show_prints_the_plan_and_leaves_no_run_directory(tmp_path: Path) -> Non
                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     assert '"seed": 7' in proc.stdout and "a garden at night" in proc.stdout
-    assert list(tmp_path.iterdir()) == []
+    plot = tmp_path / "outputs" / "show" / "smoke_schedules.png"
+    assert f"schedule plot: {plot}" in proc.stdout
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [plot]
+    with Image.open(plot) as im:
+        im.verify()
+        assert im.format == "PNG"
+    schedules = proc.stdout.split("schedules per shot")[1].split("schedule plot:")[0]
+    assert len(schedules.strip().splitlines()) < 24  # a summary per shot, not 24 frame rows
+    assert "weight 0.25..1 on frames 7-11: a garden at night" in schedules

@@ -44,3 +44,48 @@ def test_the_server_exits_when_the_render_is_killed(tmp_path: Path) -> None:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive(pid), "the temporary server outlived the killed render"
+
+
+def test_make_server_on_another_port_serves_a_ui_that_calls_its_api(tmp_path: Path) -> None:
+    """`make server port=N` (python -m flows.prefect_server ui --port N): the UI's settings name
+    the API on port N, even with a PREFECT_API_URL for port 4200 in the caller's environment
+    (`prefect server start --port N` alone gives the UI the API on 4200)."""
+    import json
+    import signal
+    import urllib.request
+
+    from flows.prefect_server import free_port
+
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "home"),
+           "PREFECT_API_URL": "http://127.0.0.1:4200/api"}
+    env.pop("PREFECT_UI_API_URL", None)
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.prefect_server", "ui", "--port",
+                                 str(port)], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "make server did not answer in 240 s"
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"{base}/ui-settings", timeout=10) as r:
+            settings = json.load(r)
+        assert settings["api_url"] == f"{base}/api"
+        with urllib.request.urlopen(f"{base}/", timeout=10) as r:  # the UI itself is served
+            assert r.status == 200 and b"<html" in r.read(4096).lower()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +24,29 @@ def missing_refs(page: Path) -> tuple[list[str], list[str]]:
     return report.html_links(page)
 
 
+def video(path: Path, *, faststart: bool = True, pix_fmt: str = "yuv420p",
+          codec: str = "libx264") -> Path:
+    """A real 4-frame 64x48 video (ffmpeg's test pattern)."""
+    from engines.media.ffmpeg import ffmpeg_exe
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc=size=64x48:rate=8", "-frames:v", "4", "-c:v", codec, "-pix_fmt",
+                    pix_fmt, *(["-movflags", "+faststart"] if faststart else []), str(path)],
+                   check=True)
+    return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sample_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    global SAMPLE_VIDEO
+    SAMPLE_VIDEO = video(tmp_path_factory.mktemp("video") / "sample.mp4")
+    return SAMPLE_VIDEO
+
+
+SAMPLE_VIDEO = Path("set by the sample_video fixture")
+
+
 def png(path: Path, shade: int) -> None:
     from PIL import Image
 
@@ -28,18 +54,32 @@ def png(path: Path, shade: int) -> None:
     Image.new("RGB", (8, 6), (shade, 0, 0)).save(path)
 
 
-def shot_artefacts(store: Store, name: str, n: int) -> tuple[str, str]:
-    """A committed generate_frames and extract_frames pair, as the real tasks lay them out."""
+def plans_of(cfg: SimpleNamespace) -> tuple:
+    """RenderConfig.shot_plans for the hand-made config."""
+    from engines.planning.timeline import shot_plan
+
+    return tuple(shot_plan(s, fps=cfg.film.fps, width=cfg.resolution.width,
+                           height=cfg.resolution.height, seed=cfg.shot_seed(i),
+                           key=f"film.shots.{i}") for i, s in enumerate(cfg.film.shots))
+
+
+def shot_artefacts(store: Store, name: str, n: int, *, engine: str = "vqgan_clip",
+                   records: dict | None = None, clip: tuple[str, ...] = ()) -> tuple[str, str]:
+    """A committed generate_frames and extract_frames pair, as the real tasks lay them out;
+    `records`: the per-frame table's columns (default: a CLIP engine's loss and seconds, and a
+    similarity `clip:<text>` for each of `clip`)."""
     work = store.begin("generate_frames", f"gen{name}")
     for i in range(n):
         png(work.path / "frames" / f"{i:06d}.png", 10 * i)
-    pd.DataFrame({"frame": range(n), "loss": [1.0 - 0.1 * i for i in range(n)],
-                  "seconds": [0.5] * n}).to_parquet(work.path / "frames.parquet")
-    gen = work.commit({"shot": name, "n_frames": n, "fps": 8, "engine": "vqgan_clip",
+    columns = records or {"loss": [1.0 - 0.1 * i for i in range(n)], "seconds": [0.5] * n,
+                          **{f"clip:{t}": [0.1 * (j + 1) + 0.01 * i for i in range(n)]
+                             for j, t in enumerate(clip)}}
+    pd.DataFrame({"frame": range(n), **columns}).to_parquet(work.path / "frames.parquet")
+    gen = work.commit({"shot": name, "n_frames": n, "fps": 8, "engine": engine,
                        "render_seconds": 1.5})
     work = store.begin("extract_frames", f"ext{name}")
     png(work.path / "contact_sheet.png", 200)
-    (work.path / "production_cut.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    video(work.path / "production_cut.mp4")
     ext = work.commit(dict(gen.meta), upstream=[f"frames={gen.key}"])
     return gen.key, ext.key
 
@@ -47,18 +87,20 @@ def shot_artefacts(store: Store, name: str, n: int) -> tuple[str, str]:
 @pytest.fixture
 def run(tmp_path: Path) -> tuple[SimpleNamespace, dict]:
     store = Store(tmp_path / "cache")
-    keys = [shot_artefacts(store, "a", 3), shot_artefacts(store, "b", 4)]
+    keys = [shot_artefacts(store, "a", 3, clip=("a red garden", "blurry")),
+            shot_artefacts(store, "b", 4, clip=("noon", "night", "stars"))]
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "smoke.mp4").write_bytes(b"video")
+    video(run_dir / "smoke.mp4")
     film = Film(name="smoke", fps=8, shots=[
         {"name": "a", "prompts": "a red garden:1 | blurry:-0.3", "frames": 3},
         {"name": "b", "prompts": {"0": "noon", "2": "night:2 | stars"}, "frames": 4}])
     cfg = SimpleNamespace(
-        film=film, seed=7, seed_drawn=False, clip={"name": "tiny"},
+        film=film, seed=7, seed_drawn=False, clip={"name": "tiny"}, shot_seed=lambda i: 7 + i,
         resolution=Resolution(name="r64", width=64, height=64),
         runtime=Runtime(cache_dir=tmp_path / "cache", models_dir=tmp_path / "models",
                         run_dir=run_dir, device="cpu"))
+    cfg.shot_plans = lambda: plans_of(cfg)
     record = {"film": "smoke", "video": str(run_dir / "smoke.mp4"),
               "artefacts": {"shots": [e for _, e in keys]},
               "tasks": [
@@ -131,7 +173,7 @@ def make_job(sweep: Path, num: int, overrides: list[str], *, score: float | None
         write_json(job / "failed.json", {"error": "ConfigError", "message": error})
         return job
     png(job / "report" / "media" / "00_a_contact_sheet.png", 50)
-    (job / "smoke.mp4").write_bytes(b"video")
+    shutil.copyfile(SAMPLE_VIDEO, job / "smoke.mp4")
     (job / "report.html").write_text("<html></html>")
     write_json(job / "report" / "summary.json",
                {"film": "smoke", "score": score, "video": "smoke.mp4", "cached": 2, "computed": 5})
@@ -177,3 +219,142 @@ def test_clip_scores_with_the_generated_perceptor(tmp_path: Path) -> None:
     assert all(-1.0 <= v <= 1.0 for s in first for v in s)
     assert report.clip_scores(entry, models_dir, "cpu", items) == first  # deterministic
     assert first[0][0] != first[0][1]  # the texts are told apart
+
+
+def test_report_names_every_plot_and_each_is_a_valid_image(run, monkeypatch) -> None:
+    from PIL import Image
+
+    cfg, record = run
+    monkeypatch.setattr(report, "clip_scores", lambda e, m, d, items: [[0.2] * len(t)
+                                                                       for _, t in items])
+    page = report.run_report(cfg, record, artifacts=False)
+    plots = sorted((page.parent / "report" / "plots").glob("*"))
+    assert [p.name for p in plots] == ["00_a.png", "01_b.png"]  # one per shot
+    refs = report.html_links(page)[0]
+    for plot in plots:
+        assert plot.relative_to(page.parent).as_posix() in refs
+        with Image.open(plot) as im:
+            im.verify()
+            assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+    summary = json.loads((page.parent / "report" / "summary.json").read_text())
+    assert summary["plots"] == [p.relative_to(page.parent).as_posix() for p in plots]
+    # the per-frame table gains the weighted CLIP score where the engine measured similarities:
+    # shot a's only positive prompt is 'a red garden' (blurry is -0.3); shot b's last frames
+    # weigh night 2 and stars 1 (noon is no longer in force)
+    frames = pd.read_csv(page.parent / "report" / "frames.csv")
+    a, b = frames[frames["shot"] == "a"], frames[frames["shot"] == "b"]
+    assert a["clip_score"].tolist() == pytest.approx(a["clip:a red garden"].tolist())
+    last = b.iloc[-1]
+    assert last["clip_score"] == pytest.approx((2 * last["clip:night"] + last["clip:stars"]) / 3)
+    shots = pd.read_parquet(page.parent / "report" / "shots.parquet")
+    assert shots["plot_panels"].tolist() == ["loss, clip", "loss, clip"]
+    assert shots["final_clip_score"].notna().all() and shots["final_loss"].notna().all()
+    assert "nan" not in page.read_text().lower()
+
+
+@pytest.mark.parametrize(("kind", "args", "previewed"), [
+    ("h264 yuv420p, index in front", {}, False),
+    ("h264 yuv420p, index at the end", {"faststart": False}, True),
+    ("h264 yuv444p", {"pix_fmt": "yuv444p"}, True),
+    ("h265", {"codec": "libx265"}, True)])
+def test_a_video_browsers_cannot_play_gets_an_h264_preview(tmp_path: Path, kind: str, args: dict,
+                                                           previewed: bool) -> None:
+    src = video(tmp_path / "take.mp4", **args)
+    assert (report.browser_playable(src) is None) == previewed, kind
+    shown, what = report.embed(src, tmp_path / "media", "preview", link=False)
+    assert what == "video" and (shown != src) == previewed
+    assert report.browser_playable(shown) == "video"
+    boxes = report.top_level_boxes(shown)
+    assert boxes.index("moov") < boxes.index("mdat")
+
+
+def grid_cells(page: Path) -> list[str]:
+    """The data-job of every cell of the sweep grid (table class 'grid')."""
+    cells: list[str] = []
+
+    class Parser(HTMLParser):
+        in_grid = False
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            a = dict(attrs)
+            if tag == "table":
+                self.in_grid = "grid" in (a.get("class") or "").split()
+            elif tag == "td" and self.in_grid and "data-job" in a:
+                cells.append(a["data-job"])
+
+    Parser().feed(page.read_text())
+    return cells
+
+
+def test_sweep_of_two_parameters_is_a_grid_with_one_cell_per_job(tmp_path: Path) -> None:
+    sweep = tmp_path / "multirun"
+    scores = [0.21, 0.35, 0.30, None]
+    for num, (seed, res) in enumerate([(1, "r64"), (1, "r96x64"), (2, "r64"), (2, "r96x64")]):
+        make_job(sweep, num, [f"seed={seed}", f"resolution={res}", "film=smoke"],
+                 score=scores[num], error="out of memory" if scores[num] is None else None)
+    report.sweep_summary(sweep)
+    page = sweep / "summary.html"
+    assert sorted(grid_cells(page)) == ["0", "1", "2", "3"]
+    text = page.read_text()
+    assert "Grid: seed &times; resolution" in text
+    assert text.count('class="cell best"') == 1 and 'data-job="1"' in text  # job 1 scored best
+    refs, missing = report.html_links(page)
+    assert missing == []
+    # each take plays inline: in the grid and in the ranked list
+    assert sum(r.endswith("smoke.mp4") for r in refs) == 2 * 3
+    make_job(sweep / "one", 0, ["seed=1"], score=0.1)  # one parameter: no grid
+    make_job(sweep / "one", 1, ["seed=2"], score=0.2)
+    report.sweep_summary(sweep / "one")
+    assert grid_cells(sweep / "one" / "summary.html") == []
+
+
+def test_report_of_an_engine_without_loss_or_clip_scores(run) -> None:
+    """A diffusion engine's frame records (chunk, steps, seconds, prompts; no loss, no CLIP
+    similarity): its plot has what it measured, the page no column of values nobody has and no
+    NaN, and a shot whose score cannot be computed (no CLIP weights here) still gets its report."""
+    from PIL import Image
+
+    from engines.models import registry
+
+    cfg, record = run
+    # a real CLIP entry whose weights are not in this models folder (and are never fetched here)
+    cfg.clip = registry.load_entry("clip", "vit_b_32_openai", Path(report.__file__).parents[1] / "conf")
+    store = Store(cfg.runtime.cache_dir)
+    keys = [shot_artefacts(store, "a", 3, engine="wan", records={
+                "chunk": [0, 0, 1], "steps": [4] * 3, "seconds": [0.2, 0.2, 0.3],
+                "prompts": ["a red garden"] * 3}),
+            shot_artefacts(store, "b", 4, engine="wan", records={
+                "chunk": [0] * 4, "steps": [4] * 4, "seconds": [0.1] * 4,
+                "prompts": ["noon"] * 4})]
+    record = {**record, "artefacts": {"shots": [e for _, e in keys]}}
+    page = report.run_report(cfg, record, artifacts=False)
+    text = page.read_text()
+    assert "nan" not in text.lower().replace("nanoseconds", "")
+    assert "final loss" not in text and "final CLIP score" not in text
+    assert "s/frame" in text and "seconds per frame against the frame" in text
+    shots = pd.read_parquet(page.parent / "report" / "shots.parquet")
+    assert shots["score"].isna().all() and shots["final_loss"].isna().all()
+    assert shots["plot_panels"].tolist() == ["seconds", "seconds"]
+    assert shots["seconds_per_frame"].tolist() == pytest.approx([0.7 / 3, 0.1])
+    assert all(t.startswith("not scored: ") for t in shots["score_texts"])
+    frames = pd.read_csv(page.parent / "report" / "frames.csv")
+    assert "clip_score" not in frames.columns and len(frames) == 7
+    refs, missing = missing_refs(page)
+    assert missing == []
+    for plot in sorted((page.parent / "report" / "plots").glob("*.png")):
+        assert plot.relative_to(page.parent).as_posix() in refs
+        with Image.open(plot) as im:
+            im.verify()
+
+
+def test_shot_figure_panels_follow_what_the_engine_measured(tmp_path: Path) -> None:
+    from flows import plots
+
+    assert plots.metric_panels(None) == []
+    clip = pd.DataFrame({"frame": [0, 1], "loss": [1.0, 0.5], "clip:a": [0.1, 0.2],
+                         "seconds": [1.0, 1.0]})
+    assert plots.metric_panels(clip) == ["loss", "clip"]
+    assert plots.metric_panels(clip.drop(columns=["loss"])) == ["clip"]
+    nan_loss = clip.assign(loss=float("nan")).drop(columns=["clip:a"])
+    assert plots.metric_panels(nan_loss) == ["seconds"]  # a NaN column is not a measurement
+    assert plots.metric_panels(pd.DataFrame({"frame": [0], "chunk": [0]})) == []

@@ -92,18 +92,18 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    """`prefect server start` on 127.0.0.1 (free port, its own PREFECT_HOME); stopped at the end."""
+    """`make server port=N` (Prefect's server on 127.0.0.1, a free port, its own PREFECT_HOME);
+    stopped at the end."""
     import httpx
 
     home = tmp_path_factory.mktemp("prefect_home")
     url = f"http://127.0.0.1:{free_port()}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",  # re-check queue (s)
            "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_WORKER_QUERY_SECONDS": "2"}
     port = url.split(":")[2].split("/")[0]
-    proc = start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                  "--port", port], env, home / "server.log")
+    proc = start([sys.executable, "-m", "flows.prefect_server", "ui", "--port", port], env,
+                 home / "server.log")
     children: list[subprocess.Popen] = []
     try:
         deadline = time.monotonic() + 90

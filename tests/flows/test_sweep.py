@@ -115,16 +115,29 @@ def test_callback_on_job_end_writes_failed_json(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_smoke_sweep_2x2_makes_4_runs_and_again_computes_nothing(tmp_path: Path,
                                                                  models_dir: Path) -> None:
+    """A seed x resolution sweep of a film kept outside the repository (--config-dir): four
+    runs, a summary with one grid cell per job, printed once, with no Prefect warning; the
+    same sweep again computes nothing."""
     from flows.report import html_links
+    from tests.browser import find_chromium, media_report
+    from tests.flows.test_report import grid_cells
     from tests.helpers import run_cli
 
-    grid = ["film=smoke", "+sweep=seeds", "seed=1,2", "resolution=r64,r96x64"]
+    films = tmp_path / "films"
+    (films / "film").mkdir(parents=True)
+    text = (ROOT / "conf" / "film" / "smoke.yaml").read_text()
+    (films / "film" / "my_smoke.yaml").write_text(text.replace("name: smoke", "name: my_smoke"))
+    grid = ["film=my_smoke", "+sweep=seeds", "seed=1,2", "resolution=r64,r96x64"]
     tables = {}
     for name in ("first", "again"):
-        run_cli(*grid, f"hydra.sweep.dir={tmp_path / name}", cache=tmp_path / "cache",
-                models=models_dir, timeout=900)
+        proc = run_cli(*grid, f"hydra.sweep.dir={tmp_path / name}", "--config-dir", str(films),
+                       cache=tmp_path / "cache", models=models_dir, timeout=900)
+        out = proc.stdout + proc.stderr
+        assert out.count("sweep summary: ") == 1, out[-3000:]
+        assert "Warning" not in out and "Still processing items" not in out
         tables[name] = pd.read_csv(tmp_path / name / "summary.csv")
         assert html_links(tmp_path / name / "summary.html")[1] == []
+        assert sorted(grid_cells(tmp_path / name / "summary.html")) == ["0", "1", "2", "3"]
     first, again = tables["first"], tables["again"]
     assert len(first) == 4 and first["status"].tolist() == ["ok"] * 4
     assert sorted(first["overrides"]) == sorted(again["overrides"]) == sorted(
@@ -134,6 +147,10 @@ def test_smoke_sweep_2x2_makes_4_runs_and_again_computes_nothing(tmp_path: Path,
     assert again["score"].tolist() == first["score"].tolist()
     diffs = pd.read_csv(tmp_path / "first" / "config_differences.csv")
     assert {"seed", "resolution.name", "resolution.width"} <= set(diffs.columns)
+    if find_chromium():  # the takes play inline, in the grid and in the ranked list
+        seen = media_report(tmp_path / "first" / "summary.html")
+        assert len(seen["videos"]) == 8
+        assert all(v["error"] is None and v["duration"] > 0 for v in seen["videos"])
 
 
 def test_cli_sweep_with_bad_jobs_goes_on_and_exits_1_naming_them(tmp_path: Path,
