@@ -43,7 +43,7 @@ def load(source: Any, settings: Any, device: Any, *, image: bool = False) -> Any
                                local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     if settings.scheduler and type(pipe.scheduler).__name__ != settings.scheduler:
-        pipe.scheduler = getattr(diffusers, settings.scheduler).from_config(pipe.scheduler.config)
+        pipe.scheduler = scheduler_like(settings.scheduler, pipe.scheduler)
     if rules.vae_fp32:
         pipe.vae.to(torch.float32)
     place(pipe, settings.offload, device)
@@ -52,6 +52,25 @@ def load(source: Any, settings: Any, device: Any, *, image: bool = False) -> Any
     levers(pipe, settings)
     _KEPT.update(key=key, pipe=pipe)
     return pipe
+
+
+def scheduler_like(name: str, scheduler: Any) -> Any:
+    """Scheduler class `name` built from another scheduler's config. The flow-matching shift
+    carries over under its other name (UniPC and DPM++ call it `flow_shift`, FlowMatchEuler
+    `shift`): Wan's shift 3.0 would otherwise fall back to FlowMatchEuler's 1.0."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, name)
+    config = dict(scheduler.config)
+    takes = inspect.signature(cls.__init__).parameters
+    if "shift" in takes and "flow_shift" in config:
+        config["shift"] = config["flow_shift"]
+    elif "flow_shift" in takes and "shift" in config:
+        config.update(flow_shift=config["shift"], use_flow_sigmas=True,
+                      prediction_type="flow_prediction")
+    return cls.from_config(config)
 
 
 def quiet() -> None:

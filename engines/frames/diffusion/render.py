@@ -132,9 +132,6 @@ def _denoise(pipe: Any, base_scheduler: Any, kwargs: dict, steps: int, here: dic
         generator.set_state(here["generator"])
         latents = here["latents"]
         pipe.scheduler = resume.resumed(base_scheduler, done, here.get("scheduler"))
-        sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
-        if sigma != 1.0:  # SD-family pipelines scale supplied latents by it
-            latents = latents / sigma
     else:
         pipe.scheduler = resume.fresh(base_scheduler)
     final: dict[str, Any] = {}

@@ -72,6 +72,10 @@ def resumed(scheduler: Any, done: int, state: dict[str, Any] | None) -> Any:
     saved = dict(state or {})
 
     class Resumed(base):  # type: ignore[valid-type, misc]
+        # Pipelines scale supplied latents by init_noise_sigma (the SD family; Euler's depends
+        # on the schedule in view): resumed latents are used as they were saved.
+        init_noise_sigma = property(lambda self: 1.0, lambda self, value: None)
+
         @functools.wraps(base.set_timesteps)
         def set_timesteps(self, *args: Any, **kwargs: Any) -> Any:
             out = base.set_timesteps(self, *args, **kwargs)
@@ -85,9 +89,6 @@ def resumed(scheduler: Any, done: int, state: dict[str, Any] | None) -> Any:
                 setattr(self, k, _to(v, device))
             return out
 
-        def set_begin_index(self, begin_index: int = 0) -> None:
-            base.set_begin_index(self, begin_index + done)
-
         def _whole_view(self, method: Any, *args: Any, **kwargs: Any) -> Any:
             view = (self.timesteps, getattr(self, "sigmas", None))
             self.timesteps, sigmas = self._whole
@@ -100,16 +101,27 @@ def resumed(scheduler: Any, done: int, state: dict[str, Any] | None) -> Any:
                 if view[1] is not None:
                     self.sigmas = view[1]
 
-        @functools.wraps(base.step)
-        def step(self, *args: Any, **kwargs: Any) -> Any:
-            return self._whole_view(base.step, *args, **kwargs)
+    for name in ("step", "scale_model_input"):  # FlowMatchEuler has no scale_model_input
+        if hasattr(base, name):
+            setattr(Resumed, name, _whole(getattr(base, name)))
+    if hasattr(base, "set_begin_index"):  # DDIM and PNDM have none (pipelines check for it)
+        def set_begin_index(self: Any, begin_index: int = 0) -> None:
+            base.set_begin_index(self, begin_index + done)
 
-        @functools.wraps(base.scale_model_input)
-        def scale_model_input(self, *args: Any, **kwargs: Any) -> Any:
-            return self._whole_view(base.scale_model_input, *args, **kwargs)
-
+        Resumed.set_begin_index = set_begin_index
     Resumed.__name__ = Resumed.__qualname__ = base.__name__
+    Resumed.unresumed = base  # the scheduler class it resumes (`fresh` goes back to it)
     return Resumed.from_config(scheduler.config)
+
+
+def _whole(method: Any) -> Any:
+    """`method` run with the scheduler's whole schedule in view (see `resumed`)."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._whole_view(method, *args, **kwargs)
+
+    return call
 
 
 def _to(value: Any, device: Any) -> Any:
@@ -123,5 +135,7 @@ def _to(value: Any, device: Any) -> Any:
 
 
 def fresh(scheduler: Any) -> Any:
-    """A new scheduler of the same class and config (no running state)."""
-    return type(scheduler).from_config(scheduler.config)
+    """A new scheduler of the same class and config (no running state); for a resumed one
+    (`resumed`), of the class it resumes, with its whole schedule."""
+    cls = type(scheduler)
+    return getattr(cls, "unresumed", cls).from_config(scheduler.config)
