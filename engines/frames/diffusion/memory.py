@@ -88,6 +88,8 @@ def resident(per: dict[str, int], offload: str) -> int:
 def memory_step(settings: Any, width: int, height: int, meta: dict, device: Any) -> None:
     import torch
 
+    from engines.frames.diffusion import cfg_batch
+
     rules = meta["source"].rules
     clip = settings.clip_frames or rules.clip_frames
     vae, transformer, dtype = meta["vae"], meta["transformer"], meta["dtype"]
@@ -99,7 +101,7 @@ def memory_step(settings: Any, width: int, height: int, meta: dict, device: Any)
     latent = (1, channels, (clip - 1) // t_factor + 1, height // s_factor, width // s_factor)
     weights = torch.empty(resident(meta["bytes"], settings.offload), dtype=torch.uint8,
                           device="meta")
-    batch = 2 if getattr(meta["engine"], "CFG_BATCHED", False) or settings.cfg_batch else 1
+    batch = 2 if cfg_batch.batched(meta["engine"], settings) else 1
     x = torch.empty((batch, *latent[1:]), dtype=dtype, device="meta")
     with torch.no_grad():
         transformer(**meta["engine"].transformer_inputs(transformer, x, TEXT_LEN, "meta"))

@@ -8,16 +8,26 @@ step k the pipeline is called again with `latents=` and a copy of the scheduler 
 puts the saved running state back. Its method signatures are the original ones
 (`functools.wraps`): pipelines inspect them for `timesteps=`, `sigmas=`, `generator=`.
 
-Exactness on the CPU (resumed frames equal uninterrupted ones, bit for bit):
+Exactness on the CPU (resumed frames equal uninterrupted ones, bit for bit), checked with a kill
+after step k and a resume, against an uninterrupted run (tests/engines/test_diffusion.py for
+Wan; the others with a tiny CogVideoX pipeline, diffusers 0.42.1):
 - FlowMatchEulerDiscreteScheduler (LTX-Video, HunyuanVideo, Mochi), DDIMScheduler and
-  CogVideoXDDIMScheduler (zeroscope, CogVideoX-2B): exact from the latents alone;
-- UniPCMultistepScheduler (Wan) and DPMSolverMultistepScheduler: exact with their running state
-  (model outputs, lower-order counters) saved too, which `scheduler_state` does;
+  CogVideoXDDIMScheduler (zeroscope, CogVideoX-2B), with eta > 0 too: exact from the latents
+  and the generator's state;
+- UniPCMultistepScheduler (Wan's own), DPMSolverMultistepScheduler and PNDMScheduler: exact
+  with their running state (model outputs, lower-order counters) saved too, which
+  `scheduler_state` does;
+- EulerDiscreteScheduler and EulerAncestralDiscreteScheduler: exact (resumed latents are not
+  scaled by init_noise_sigma again, and the ancestral noise continues from the saved generator);
 - CogVideoXDPMScheduler (CogVideoX-5B's default) keeps part of its state in a variable of the
-  pipeline's loop that no callback can read: a resume of such a chunk starts the chunk over
-  (`MID_CHUNK_EXACT`), committed chunks are never redone;
+  pipeline's loop that no callback can read (max difference 10 on a tiny model): a resume of
+  such a chunk starts the chunk over (`MID_CHUNK_EXACT`), committed chunks are never redone;
 - with a step cache on (First Block Cache, FasterCache, PAB) the cache's own state is lost at a
-  kill: such chunks start over too.
+  kill: such chunks start over too, and give the frames of an uninterrupted run (the caches
+  start empty at every chunk, engines/frames/diffusion/render.py).
+Which of them a model runs with is its registry entry's `rules.schedulers` (Wan: UniPC,
+FlowMatchEuler, DPM++; DDIM, PNDM and the CogVideoX ones lack what WanPipeline calls,
+`set_begin_index`, and Euler refuses flow prediction).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ RUNNING = ("model_outputs", "timestep_list", "lower_order_nums", "last_sample", 
            "_previous_timestep")
 MID_CHUNK_EXACT = {"FlowMatchEulerDiscreteScheduler", "DDIMScheduler", "CogVideoXDDIMScheduler",
                    "UniPCMultistepScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler",
-                   "PNDMScheduler"}
+                   "EulerAncestralDiscreteScheduler", "PNDMScheduler"}
 
 
 def _plain(value: Any) -> bool:
