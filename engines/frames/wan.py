@@ -19,7 +19,7 @@ from engines.frames.diffusion.settings import DiffusionSettings
 
 NAME = "wan"
 FAMILY = "wan"
-CODE_VERSION = "2"  # bump when the frames for the same settings would change (2: FlowMatchEuler keeps the flow shift)
+CODE_VERSION = "2"  # bump when the frames for the same settings would change (2: flow shift kept)
 MODELS = ("diffusers",)
 MEMORY_UNIT = ("clip_frames", "frames per chunk")
 

@@ -41,13 +41,14 @@ def load(source: Any, settings: Any, device: Any, *, image: bool = False,
     _KEPT.clear()
     quiet()
     cls = getattr(diffusers, cls_name)
-    pipe = cls.from_pretrained(str(source.folder), dtype=dtype, use_safetensors=True,
+    # the VAE read in float32 where the rules say so (cast up after a bf16 load, its weights
+    # would have lost their low bits); diffusers takes a dtype per component
+    dtypes = {"default": dtype, "vae": torch.float32} if rules.vae_fp32 else dtype
+    pipe = cls.from_pretrained(str(source.folder), dtype=dtypes, use_safetensors=True,
                                local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     if settings.scheduler and type(pipe.scheduler).__name__ != settings.scheduler:
         pipe.scheduler = scheduler_like(settings.scheduler, pipe.scheduler)
-    if rules.vae_fp32:
-        pipe.vae.to(torch.float32)
     place(pipe, settings.offload, device)
     if settings.vae_tiling == "on" and hasattr(pipe.vae, "enable_tiling"):
         pipe.vae.enable_tiling()
