@@ -245,7 +245,8 @@ def size_multiple(tracer: Any) -> int:
 
 
 def memory_tips(tracer: Any, settings: Any, width: int, height: int, free: int) -> list[str]:
-    """Each offload mode and VAE tiling on their own, and what auto_fit would choose."""
+    """Each offload mode and VAE tiling on their own, and what auto_fit would choose with the
+    offload and the tiling left to it."""
     from engines.frames.memory import GIB, fits
 
     tips = []
@@ -257,8 +258,9 @@ def memory_tips(tracer: Any, settings: Any, width: int, height: int, free: int) 
         key = ", ".join(f"engine.{k}={v}" for k, v in update.items())
         tips.append(f"{key} needs about {need / GIB:.1f} GiB"
                     f" ({'fits' if fits(need, free) else 'still too much'})")
-    fitted, changes = fit(tracer, settings.model_copy(update={"offload": "auto", "vae_tiling":
-                          "auto" if settings.vae_tiling != "off" else "off"}), width, height, free)
+    fitted, changes = fit(tracer, settings.model_copy(update={"offload": "auto",
+                          "vae_tiling": "auto"}), width, height, free)
     if changes and fits(tracer.working(fitted, width, height), free):
-        tips.append("auto_fit would pick " + ", ".join(f"engine.{c}" for c in changes))
+        tips.append("auto_fit (engine.offload and engine.vae_tiling at auto) would pick "
+                    + ", ".join(f"engine.{c}" for c in changes))
     return tips
