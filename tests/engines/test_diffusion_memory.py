@@ -15,8 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.frames import memory  # noqa: E402
-from engines.frames import wan  # noqa: E402
+from engines.frames import memory, wan  # noqa: E402
 from engines.frames.diffusion import memory as dmem  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
