@@ -5,9 +5,13 @@ Parts (each in its own process, so one part's memory never skews another's):
    CUDA: also 1280x720), and the bf16 loss difference;
 2. bench.memcheck: the memory estimate against measured memory at three sizes (vqgan_clip,
    real architectures, 32 cutouts), plus the estimate at the sizes of published GPU figures;
-3. bench.pipeline: a smoke render's overhead, a cached re-render, export against plain ffmpeg.
+3. bench.pipeline: a smoke render's overhead, a cached re-render, export against plain ffmpeg;
+4. bench.diffusion: seconds per denoising step of every tiny diffusion twin (guidance passes apart
+   and batched), FLOPs per step and the memory estimate of real-size Wan 2.1 1.3B, and on CUDA
+   its step time with random weights.
 
-`python -m bench.run [--device auto|cpu|cuda] [--doc PATH|""] [--skip engines,memory,pipeline]
+`python -m bench.run [--device auto|cpu|cuda] [--doc PATH|""]
+[--skip engines,memory,pipeline,diffusion] [--diffusion-steps N] [--diffusion-real on|off]
 [--sizes WxH,...] [--memory-sizes WxH,...] [--vqgan NAME --clip NAME] [--models DIR]`: the
 defaults are what `make bench` runs; the options let a test run it on tiny models.
 """
@@ -171,7 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--doc", default=str(DOC), help="markdown file to append to; '' = print only")
-    ap.add_argument("--skip", default="", help="parts to skip: engines,memory,pipeline")
+    ap.add_argument("--skip", default="", help="parts to skip: engines,memory,pipeline,diffusion")
+    ap.add_argument("--diffusion-steps", type=int, default=4)
+    ap.add_argument("--diffusion-real", default="on", choices=("on", "off"),
+                    help="real-size Wan FLOPs and memory estimate (about a minute on a CPU)")
     ap.add_argument("--sizes", default=None, help="engine sizes WxH,... (default: by device)")
     ap.add_argument("--memory-sizes", default=",".join(MEMCHECK_SIZES))
     ap.add_argument("--vqgan", default=common.VQGAN)
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     models = Path(a.models) if a.models else None
     pick = ["--vqgan", a.vqgan, "--clip", a.clip] + (["--models", a.models] if a.models else [])
     started, load0 = time.perf_counter(), common.load_average()
-    e = mem = pub = p = None
+    e = mem = pub = p = diff = None
     if "engines" not in skip:
         e = _sub("bench.engines", "--device", device, *pick,
                  *(["--sizes", a.sizes] if a.sizes else []))
@@ -197,6 +204,10 @@ def main(argv: list[str] | None = None) -> None:
             pub = published_estimates(a.vqgan, a.clip, models)
     if "pipeline" not in skip:
         p = _sub("bench.pipeline", *(["--models", a.models] if a.models else []))
+    if "diffusion" not in skip:
+        diff = _sub("bench.diffusion", "--device", device, "--steps", str(a.diffusion_steps),
+                    *(["--models", a.models] if a.models else []),
+                    *(["--skip-real"] if a.diffusion_real == "off" else []))
     minutes = (time.perf_counter() - started) / 60
     cmd = "make bench" + (f' args="{" ".join(argv)}"' if argv else "")
     parts = [f"### {dt.datetime.now().strftime('%Y-%m-%d %H:%M')} · {common.device_name(device)}",
@@ -212,6 +223,10 @@ def main(argv: list[str] | None = None) -> None:
                   memory_md(mem, device, pub, f"{a.vqgan} + {a.clip}")]
     if p:
         parts += ["", "#### Pipeline", "", pipeline_md(p)]
+    if diff:
+        from bench.diffusion import markdown
+
+        parts += ["", "#### Diffusion", "", markdown(diff)]
     text = "\n".join(parts) + "\n"
     print(text)
     if a.doc:
