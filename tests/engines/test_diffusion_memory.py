@@ -163,3 +163,23 @@ def test_real_size_wan_1_3b_estimate_against_the_published_peak(tmp_path):
     assert (fitted.offload, note) == ("none", "vae_tiling=on")
     fitted, note = memory.fit(tr, auto, 832, 480, 8 * memory.GIB)
     assert note == "offload=group, vae_tiling=on" and fitted.clip_frames is None
+
+
+def test_bf16_pipeline_reads_its_vae_in_float32_where_the_rules_say(source):
+    """Wan's VAE decodes in float32 (`vae_fp32`): loaded so from the files, not cast up after a
+    bf16 load; the estimate counts it at 4 bytes a weight."""
+    import dataclasses
+
+    from engines.frames.diffusion import pipeline as loader
+
+    src = dataclasses.replace(source, rules=source.rules.model_copy(update={"vae_fp32": True}))
+    s = settings(dtype="bfloat16")
+    pipe = loader.load(src, s, "cpu", engine=wan)
+    assert pipe.vae.dtype == torch.float32
+    assert pipe.transformer.dtype == torch.bfloat16
+    assert pipe.text_encoder.dtype == torch.bfloat16
+    meta = memory.MemoryTracer(wan, s, {"diffusers": (src,)}, "cpu").meta
+    numel = dmem.component_numel(src.folder)
+    assert meta["bytes"] == {"vae": 4 * numel["vae"], "transformer": 2 * numel["transformer"],
+                             "text_encoder": 2 * numel["text_encoder"]}
+    assert next(meta["vae"].parameters()).dtype == torch.float32
