@@ -5,14 +5,18 @@ Parts (each in its own process, so one part's memory never skews another's):
    CUDA: also 1280x720), and the bf16 loss difference;
 2. bench.memcheck: the memory estimate against measured memory at three sizes (vqgan_clip,
    real architectures, 32 cutouts), plus the estimate at the sizes of published GPU figures;
-3. bench.pipeline: a smoke render's overhead, a cached re-render, export against plain ffmpeg.
+3. bench.pipeline: a smoke render's overhead, a cached re-render, export against plain ffmpeg;
+4. bench.diffusion: seconds per denoising step of every tiny diffusion twin (guidance passes apart
+   and batched), FLOPs per step and the memory estimate of real-size Wan 2.1 1.3B, and on CUDA
+   its step time with random weights.
 
 `--only PART,...` runs just those parts, among them the ones the default run leaves out
 (bench/extras.py): `layouts` (channels_last in a fresh process), `checkpointing` (decoder
 checkpointing's FLOPs and memory), `imports` (import times), `compile` (torch.compile; slow).
 
-`python -m bench.run [--device auto|cpu|cuda] [--doc PATH|""] [--skip engines,memory,pipeline]
-[--only PART,...] [--sizes WxH,...] [--memory-sizes WxH,...] [--vqgan NAME --clip NAME]
+`python -m bench.run [--device auto|cpu|cuda] [--doc PATH|""]
+[--skip engines,memory,pipeline,diffusion] [--only PART,...] [--diffusion-steps N]
+[--diffusion-real on|off] [--sizes WxH,...] [--memory-sizes WxH,...] [--vqgan NAME --clip NAME]
 [--models DIR]`: the defaults are what `make bench` runs; the options let a test run it on tiny
 models.
 """
@@ -34,7 +38,7 @@ from engines.core.device import pick_device
 
 DOC = common.ROOT / "docs" / "benchmarks.md"
 MEMCHECK_SIZES = ("128x128", "256x256", "512x288")
-DEFAULT_PARTS = ("engines", "memory", "pipeline")
+DEFAULT_PARTS = ("engines", "memory", "pipeline", "diffusion")
 EXTRA_PARTS = ("layouts", "checkpointing", "imports", "compile")  # bench/extras.py
 # "Typical VRAM requirements" on an RTX 3090 with the defaults of nerdyrodent/VQGAN-CLIP, as its
 # README gives them (GB): https://github.com/nerdyrodent/VQGAN-CLIP#readme
@@ -226,9 +230,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--doc", default=str(DOC), help="markdown file to append to; '' = print only")
-    ap.add_argument("--skip", default="", help="parts to skip: engines,memory,pipeline")
+    ap.add_argument("--skip", default="", help="parts to skip: " + ",".join(DEFAULT_PARTS))
     ap.add_argument("--only", default="", help="run only these parts: "
                     + ",".join(DEFAULT_PARTS + EXTRA_PARTS))
+    ap.add_argument("--diffusion-steps", type=int, default=4)
+    ap.add_argument("--diffusion-real", default="on", choices=("on", "off"),
+                    help="real-size Wan FLOPs and memory estimate (about a minute on a CPU)")
     ap.add_argument("--sizes", default=None, help="engine sizes WxH,... (default: by device)")
     ap.add_argument("--memory-sizes", default=",".join(MEMCHECK_SIZES))
     ap.add_argument("--vqgan", default=common.VQGAN)
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     models = Path(a.models) if a.models else None
     pick = ["--vqgan", a.vqgan, "--clip", a.clip] + (["--models", a.models] if a.models else [])
     started, load0 = time.perf_counter(), common.load_average()
-    e = mem = pub = p = None
+    e = mem = pub = p = diff = None
     if "engines" not in skip:
         e = _sub("bench.engines", "--device", device, *pick,
                  *(["--sizes", a.sizes] if a.sizes else []))
@@ -261,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
             pub = published_estimates(a.vqgan, a.clip, models)
     if "pipeline" not in skip:
         p = _sub("bench.pipeline", *(["--models", a.models] if a.models else []))
+    if "diffusion" not in skip:
+        diff = _sub("bench.diffusion", "--device", device, "--steps", str(a.diffusion_steps),
+                    *(["--models", a.models] if a.models else []),
+                    *(["--skip-real"] if a.diffusion_real == "off" else []))
     extras = {}
     for part in (x for x in EXTRA_PARTS if x in only):
         extras[part] = _sub("bench.extras", part, "--device", device, *pick,
@@ -284,6 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     for part, result in extras.items():
         title, md = EXTRA_MD[part]
         parts += ["", f"#### {title}", "", md(result)]
+    if diff:
+        from bench.diffusion import markdown
+
+        parts += ["", "#### Diffusion", "", markdown(diff)]
     text = "\n".join(parts) + "\n"
     print(text)
     if a.doc:

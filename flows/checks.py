@@ -11,10 +11,11 @@ accepted. Nothing here imports Hydra, loads a model or imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -358,12 +359,15 @@ def check_semantics(cfg: Any) -> None:
             path, _w, _s = parse_image_prompt(spec, key=f"{key}.image_prompts.{j}")
             check_image_file(path, f"{key}.image_prompts.{j}")
         engine = ENGINES[settings.name]
-        if hasattr(engine, "check"):  # the engine's own rules (frame counts, sizes...)
-            engine.check(settings, plan, key)
-        for kind, entries in engine.models(settings, cfg.film_models()).items():
-            for entry in entries:
-                if entry.source == "dead":
-                    _check_dead_model(entry, CONFIG_KEYS[kind], cfg.runtime.models_dir)
+        with _setting_keys(cfg, shot, key, settings.name):
+            if hasattr(engine, "check"):  # the engine's own rules (frame counts, sizes...)
+                engine.check(settings, plan, key)
+            for kind, entries in engine.models(settings, cfg.film_models()).items():
+                for entry in entries:
+                    if entry.source == "dead":
+                        _check_dead_model(entry, CONFIG_KEYS[kind], cfg.runtime.models_dir)
+                    if entry.source == "hub" and not cfg.runtime.download:
+                        _check_downloaded(entry, CONFIG_KEYS[kind], cfg.runtime.models_dir)
     after = [planned_frames(shot_frames(s, film.fps), cfg.shot_speed(s), film.fps,
                             key=f"film.shots.{i}.speed" if s.speed is not None else "speed")
              for i, s in enumerate(film.shots)]
@@ -412,6 +416,41 @@ def _check_story(shot: Any, settings: Any, key: str, fps: float) -> None:
                           "set (iterations per phrase)", "with story_every null the phrases "
                           "would never switch: set engine.story_every=N (nerdyrodent's -cpe N), "
                           "or remove '^'")
+
+
+@contextlib.contextmanager
+def _setting_keys(cfg: Any, shot: Any, key: str, name: str) -> Iterator[None]:
+    """An engine names a bad setting `engine.<setting>`; re-raised with the key where the value
+    was set: the shot's `engine_overrides`, `engines.<name>` (debug=smoke sets those), or the
+    film's `engine`."""
+    try:
+        yield
+    except ConfigError as exc:
+        if not exc.key.startswith("engine."):
+            raise
+        field = exc.key.split(".", 1)[1]
+        if field in shot.engine_overrides:
+            where = f"{key}.engine_overrides.{field}"
+        elif field in cfg.engines.get(name, {}):
+            where = f"engines.{name}.{field}"
+        else:
+            where = exc.key
+        if where == exc.key:
+            raise
+        raise ConfigError(where, exc.value, exc.accepted, exc.hint) from None
+
+
+def _check_downloaded(entry: Any, key: str, models_dir: Any) -> None:
+    """With downloads off (runtime.download=false), a hub model must already be on disk: the
+    render stops now, naming the repo, the revision and the command that fetches it."""
+    from engines.models import weights
+    from engines.models.registry import FETCH_HINT, model_dir
+
+    if weights.missing_files([entry], Path(models_dir)):
+        raise ConfigError(key, entry.name, "a model whose files are in "
+                          f"{model_dir(entry, Path(models_dir))}",
+                          f"runtime.download=false and {entry.repo} at revision {entry.revision} "
+                          f"is not downloaded: run `{FETCH_HINT}` on a connected machine")
 
 
 def _check_dead_model(entry: Any, key: str, models_dir: Any) -> None:

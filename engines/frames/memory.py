@@ -121,13 +121,14 @@ def fused_attention() -> Iterator[None]:
 
     original = F.scaled_dot_product_attention
 
-    def sdpa(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float = 0.0,
+    def sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
              is_causal: bool = False, scale: Any = None, enable_gqa: bool = False) -> Any:
-        if q.device.type != "meta" or enable_gqa:
-            return original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+        # torch's own parameter names: diffusers passes them by keyword
+        if query.device.type != "meta" or enable_gqa:
+            return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                             is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+            query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
 
     F.scaled_dot_product_attention = sdpa
     try:
@@ -232,29 +233,59 @@ def _largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int | None:
     return lo
 
 
-def _scaled(width: int, height: int, units: int, step: int) -> tuple[int, int]:
-    """The size `units * step` pixels wide with the aspect of width x height (height even)."""
+def _scaled(width: int, height: int, units: int, step: int,
+            multiple: int = 2) -> tuple[int, int]:
+    """The size `units * step` pixels wide with the aspect of width x height (height a
+    multiple of `multiple`)."""
     w = units * step
-    return w, max(2, round(w * height / width / 2) * 2)
+    return w, max(multiple, round(w * height / width / multiple) * multiple)
+
+
+def hook(tracer: MemoryTracer, name: str) -> Callable | None:
+    """An optional estimate hook: the engine module's, else one its `meta_models` put in the
+    meta dict it returned (how engines sharing a subpackage share them: engines/frames/
+    diffusion/memory.py), else None."""
+    own = getattr(tracer.engine, name, None)
+    if own is None and isinstance(tracer.meta, dict):
+        own = tracer.meta.get(name)
+    return own
+
+
+def unit_count(tracer: MemoryTracer, settings: Any) -> int:
+    """The settings' current count of MEMORY_UNIT (the hook `memory_count` where the setting
+    may be left to the model, e.g. a diffusion engine's clip_frames: null)."""
+    own = hook(tracer, "memory_count")
+    return own(tracer, settings) if own is not None else getattr(
+        settings, tracer.engine.MEMORY_UNIT[0])
 
 
 def largest_count(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int,
                   lowest: int = 1) -> int | None:
     """The most units (the engine's MEMORY_UNIT setting, below its current value, not below
-    `lowest`) that fit in `free` bytes at this size; None if none do."""
+    `lowest`, and one the engine allows: its `memory_counts`) that fit in `free` bytes at this
+    size; None if none do."""
     field, _ = tracer.engine.MEMORY_UNIT
-    return _largest(lowest, getattr(settings, field) - 1, lambda n: fits(
-        tracer.working(settings.model_copy(update={field: n}), width, height), free))
+    allowed = hook(tracer, "memory_counts")
+    current = unit_count(tracer, settings)
+    counts = [n for n in (allowed(tracer, settings) if allowed is not None
+                          else range(lowest, current)) if lowest <= n < current]
+    best = _largest(0, len(counts) - 1, lambda i: fits(
+        tracer.working(settings.model_copy(update={field: counts[i]}), width, height), free))
+    return None if best is None else counts[best]
 
 
 def suggestions(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int) -> dict:
     """What would fit in `free` bytes: {"size": (w, h) with the same settings or None,
-    "count": the most units (MEMORY_UNIT) at this size or None}."""
-    step = 16
+    "count": the most units (MEMORY_UNIT) at this size or None}. Sizes keep the aspect, both
+    sides a multiple of the hook `size_multiple(tracer)` where there is one (else width in
+    steps of 16, height even)."""
+    multiple = hook(tracer, "size_multiple")
+    multiple = multiple(tracer) if multiple is not None else None
+    step = multiple or 16
     size_units = _largest(1, max(1, width // step), lambda u: fits(
-        tracer.working(settings, *_scaled(width, height, u, step)), free))
-    return {"size": _scaled(width, height, size_units, step) if size_units else None,
-            "count": largest_count(tracer, settings, width, height, free)}
+        tracer.working(settings, *_scaled(width, height, u, step, multiple or 2)), free))
+    return {"size": _scaled(width, height, size_units, step, multiple or 2) if size_units
+            else None, "count": largest_count(tracer, settings, width, height, free)}
 
 
 def fit(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int) -> tuple[Any, str]:
@@ -276,18 +307,34 @@ def fit(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int)
         raise DeviceMemoryError(
             f"{tracer.name} at {width}x{height} does not fit even after auto_fit "
             f"({', '.join(changes) or 'nothing left to lower'}): it needs about "
-            f"{need / GIB:.1f} GiB, {free / GIB:.1f} GiB free; use a smaller resolution")
+            f"{need / GIB:.1f} GiB, {free / GIB:.1f} GiB free (with a {HEADROOM:.0%} margin and "
+            f"{RESERVE_BYTES // 2 ** 20} MiB reserve). What fits: "
+            + _what_fits(tracer, s, width, height, free))
     return s, ", ".join(changes)
+
+
+def _what_fits(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int) -> str:
+    """A smaller size that fits with these settings, or what the smallest one would need."""
+    tips = suggestions(tracer, settings, width, height, free)
+    if tips["size"]:
+        return f"resolution {tips['size'][0]}x{tips['size'][1]} with these settings"
+    multiple = hook(tracer, "size_multiple")
+    multiple = multiple(tracer) if multiple is not None else None
+    small = _scaled(width, height, 1, multiple or 16, multiple or 2)
+    floor = tracer.working(settings, *small)
+    return (f"nothing on this device: even {small[0]}x{small[1]} needs about {floor / GIB:.1f} "
+            f"GiB; a GPU with at least {(floor * HEADROOM + RESERVE_BYTES) / GIB:.1f} GiB free, "
+            "or a smaller model")
 
 
 def _message(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int, need: int,
              shot: str, device: Any, what: str) -> str:
     field, noun = tracer.engine.MEMORY_UNIT
-    count = getattr(settings, field)
+    count = unit_count(tracer, settings)
     tips = suggestions(tracer, settings, width, height, free)
     lines = [f"shot {shot!r}: {tracer.name} at {width}x{height} with {count} {noun} {what} "
-             f"about {need / GIB:.1f} GiB of {device} memory per step on top of the "
-             f"models, and {free / GIB:.1f} GiB is free (with a {HEADROOM:.0%} margin and "
+             f"about {need / GIB:.1f} GiB of {device} memory per step on top of what is "
+             f"loaded, and {free / GIB:.1f} GiB is free (with a {HEADROOM:.0%} margin and "
              f"{RESERVE_BYTES // 2 ** 20} MiB reserve)."]
     fitting = []
     if tips["size"]:
@@ -295,8 +342,8 @@ def _message(tracer: MemoryTracer, settings: Any, width: int, height: int, free:
         fitting.append(f"resolution {w}x{h} at {count} {noun}")
     if tips["count"]:
         fitting.append(f"{width}x{height} at engine.{field}={tips['count']}")
-    lines.append("  what fits: " + (" or ".join(fitting) if fitting else "nothing at this "
-                                    "size; a smaller resolution or a larger GPU"))
+    lines.append("  what fits: " + (" or ".join(fitting) if fitting else "nothing with these "
+                                    "settings at this or a smaller size"))
     more = getattr(tracer.engine, "memory_tips", None)
     if more is not None:
         lines += [f"  {tip}" for tip in more(tracer, settings, width, height, free)]

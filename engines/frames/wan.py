@@ -19,7 +19,7 @@ from engines.frames.diffusion.settings import DiffusionSettings
 
 NAME = "wan"
 FAMILY = "wan"
-CODE_VERSION = "1"  # bump when the frames for the same settings would change
+CODE_VERSION = "2"  # bump when the frames for the same settings would change (2: flow shift kept)
 MODELS = ("diffusers",)
 MEMORY_UNIT = ("clip_frames", "frames per chunk")
 
@@ -56,6 +56,12 @@ def call_kwargs(settings: Settings, rules: Any, frames: int, width: int, height:
 
         kw["image"] = Image.fromarray(cond.numpy())
     return kw
+
+
+def cfg_embeds(encoded: Any) -> tuple[Any, Any]:
+    """(conditional, unconditional) text embeddings from WanPipeline.encode_prompt's result
+    (cfg_batch, engines/frames/diffusion/cfg_batch.py)."""
+    return encoded[0], encoded[1]
 
 
 def decode(pipe: Any, latents: Any) -> Any:

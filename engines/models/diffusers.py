@@ -78,6 +78,7 @@ class Rules(BaseModel):
     steps: int = Field(50, ge=1)  # default denoising steps
     guidance: float = Field(5.0, ge=0)  # default classifier-free guidance scale
     scheduler: str = "UniPCMultistepScheduler"  # the scheduler class it ships with
+    schedulers: tuple[str, ...] = ()  # others it runs with (engine.scheduler); () = its own only
     max_sequence_length: int | None = None  # text tokens (pipelines that take it)
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # on CUDA
     vae_fp32: bool = False  # keep the VAE in float32 (Wan's VAE: bf16 loses detail)

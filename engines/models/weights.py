@@ -187,6 +187,10 @@ def fetch_hub(entry: ModelEntry, folder: Path, *, download: bool) -> dict[str, P
 
     from huggingface_hub import constants, snapshot_download
 
+    unreachable = hub_unreachable(constants.ENDPOINT)
+    if unreachable:  # no network: stop now, not after huggingface_hub's retries (about 25 s)
+        raise MissingWeightsError(hub_missing_message(entry, folder, f"cannot download here "
+                                                      f"({unreachable})"))
     offline = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = False
     try:
@@ -207,6 +211,23 @@ def fetch_hub(entry: ModelEntry, folder: Path, *, download: bool) -> dict[str, P
                                      "patterns": list(entry.allow_patterns),
                                      "files": {rel: p.stat().st_size for rel, p in files.items()}})
     return files
+
+
+def hub_unreachable(endpoint: str, timeout: float = 5.0) -> str | None:
+    """None when a TCP connection to the hub's host opens within `timeout` seconds (or a proxy
+    is configured, which huggingface_hub goes through instead); else why not."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(endpoint)
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"no network: {host}:{port} cannot be reached ({type(exc).__name__}: {_short(exc)})"
+    return None
 
 
 def missing_files(entries: list[ModelEntry] | tuple[ModelEntry, ...], models_dir: Path) -> list[str]:

@@ -20,6 +20,7 @@ def test_bench_run_on_tiny_models_appends_its_tables(models_dir, tmp_path):
     cmd = [sys.executable, "-m", "bench.run", "--device", "cpu", "--doc", str(doc),
            "--sizes", "64x64", "--memory-sizes", "64x64,96x96,128x128", "--vqgan",
            "generated_vqgan_f16_tiny", "--clip", "generated_clip_tiny", "--skip", "pipeline",
+           "--diffusion-steps", "3", "--diffusion-real", "off",
            "--models", str(models_dir)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -34,6 +35,10 @@ def test_bench_run_on_tiny_models_appends_its_tables(models_dir, tmp_path):
     assert [m[0] for m in mem] == ["64x64", "96x96", "128x128"]
     assert all(abs(float(m[3])) <= 20 for m in mem)  # the bound, on tiny models too
     assert "bf16 autocast vs fp32" in text and "#### Pipeline" not in text
+    steps = re.findall(r"^\| (generated_\w+) \| (\w+) \| \d+x\d+x\d+ \| ([\d.]+) \| ([\d.]+) \| "
+                       r"([\d.]+)x \|$", text, re.M)
+    assert ("generated_wan_tiny", "wan") in {(r[0], r[1]) for r in steps}
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in steps)
     assert re.search(r"VQGAN decoder forward\+backward at 64x64 .*\): contiguous [\d.]+ s, "
                      r"channels_last [\d.]+ s", text)
 
@@ -88,3 +93,19 @@ def test_published_gpu_figures_cite_the_readme_that_publishes_them():
                          "cpu", pub, "m")
     assert "https://github.com/nerdyrodent/VQGAN-CLIP" in text and ".md" not in text
     assert "| 900x900 | reference (fp32, as the notebooks) | 1.00 + 3.00 = 4.00 | 24.0 |" in text
+
+
+def test_diffusion_bench_finds_every_tiny_twin_an_engine_runs_and_says_gpu_unmeasured():
+    from bench import diffusion
+
+    found = {(e.name, m.NAME) for e, m in diffusion.tiny_entries()}
+    assert ("generated_wan_tiny", "wan") in found
+    text = diffusion.markdown({"device": "cpu", "steps": 4, "tiny": [
+        {"entry": "generated_wan_tiny", "engine": "wan", "size": "64x48", "frames": 9,
+         "apart_s": 0.02, "batched_s": 0.016, "ratio": 1.25}], "wan_real": {
+        "size": "832x480x81", "flops_forward": 4.0e13, "weights": 16 * 2 ** 30,
+        "published_gib": 8.19, "estimate": {"group, tiling off": 7 * 2 ** 30}}})
+    assert "| generated_wan_tiny | wan | 64x48x9 | 0.0200 | 0.0160 | 1.25x |" in text
+    assert "one transformer forward = 40.0 TFLOP" in text
+    assert "| group, tiling off | 7.00 | 7.52 |" in text
+    assert "not measured, no CUDA device in this run" in text

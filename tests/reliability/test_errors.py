@@ -80,6 +80,11 @@ def make_inputs(tmp: Path) -> Path:
     (tmp / "empty.png").write_bytes(b"")
     (tmp / "truncated.png").write_bytes((tmp / "ok image.png").read_bytes()[:40])
     (tmp / "folder.png").mkdir(exist_ok=True)
+    # a diffusers pipeline folder holding a pickled weight file (refused: only safetensors load)
+    pickled = tmp / "pickled_pipeline"
+    (pickled / "transformer").mkdir(parents=True, exist_ok=True)
+    (pickled / "model_index.json").write_text('{"_class_name": "WanPipeline"}')
+    (pickled / "transformer" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x02}q\x00.")
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
@@ -169,3 +174,21 @@ def test_row_on_the_command_line(row_id: str, inputs: Path, tmp_path: Path) -> N
     assert len(errors) == 1, proc.stderr[-2000:]
     assert_message(row, errors[0], inputs)
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_model_not_downloaded_with_downloads_off_stops_within_seconds(
+        inputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """runtime.download=false and a hub model not on disk: the config check names the repo, the
+    revision and the fetch command at once (no network touched, no model loaded)."""
+    import time
+
+    from flows.checks import cli_overrides
+    from flows.render import compose_config
+
+    row = BY_ID["wan-offline-not-fetched"]
+    monkeypatch.chdir(ROOT)
+    started = time.monotonic()
+    with pytest.raises(PromptreelError) as info:
+        compose_config(cli_overrides(argv_of(row, inputs)))
+    assert time.monotonic() - started < 10
+    assert_message(row, f"error: {info.value}", inputs)

@@ -23,8 +23,10 @@ def dtype_of(settings: Any, rules: Any, device: Any) -> Any:
     return getattr(torch, DTYPES[name])
 
 
-def load(source: Any, settings: Any, device: Any, *, image: bool = False) -> Any:
-    """The pipeline of `source` (engines/models/diffusers.py PipelineSource) ready on `device`."""
+def load(source: Any, settings: Any, device: Any, *, image: bool = False,
+         engine: Any = None) -> Any:
+    """The pipeline of `source` (engines/models/diffusers.py PipelineSource) ready on `device`;
+    `engine`: the engine module (its `cfg_embeds` for cfg_batch)."""
     import diffusers
     import torch
 
@@ -33,25 +35,46 @@ def load(source: Any, settings: Any, device: Any, *, image: bool = False) -> Any
     dtype = dtype_of(settings, rules, device)
     key = repr((str(source.folder), cls_name, str(dtype), str(device), settings.scheduler,
                 settings.offload, settings.cache, settings.cache_threshold, settings.compile,
-                settings.vae_tiling))
+                settings.vae_tiling, settings.cfg_batch, getattr(engine, "NAME", None)))
     if _KEPT.get("key") == key:
         return _KEPT["pipe"]
     _KEPT.clear()
     quiet()
     cls = getattr(diffusers, cls_name)
-    pipe = cls.from_pretrained(str(source.folder), dtype=dtype, use_safetensors=True,
+    # the VAE read in float32 where the rules say so (cast up after a bf16 load, its weights
+    # would have lost their low bits); diffusers takes a dtype per component
+    dtypes = {"default": dtype, "vae": torch.float32} if rules.vae_fp32 else dtype
+    pipe = cls.from_pretrained(str(source.folder), dtype=dtypes, use_safetensors=True,
                                local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     if settings.scheduler and type(pipe.scheduler).__name__ != settings.scheduler:
-        pipe.scheduler = getattr(diffusers, settings.scheduler).from_config(pipe.scheduler.config)
-    if rules.vae_fp32:
-        pipe.vae.to(torch.float32)
+        pipe.scheduler = scheduler_like(settings.scheduler, pipe.scheduler)
     place(pipe, settings.offload, device)
     if settings.vae_tiling == "on" and hasattr(pipe.vae, "enable_tiling"):
         pipe.vae.enable_tiling()
-    levers(pipe, settings)
+    levers(pipe, settings, engine, settings.guidance if settings.guidance is not None
+           else rules.guidance)
     _KEPT.update(key=key, pipe=pipe)
     return pipe
+
+
+def scheduler_like(name: str, scheduler: Any) -> Any:
+    """Scheduler class `name` built from another scheduler's config. The flow-matching shift
+    carries over under its other name (UniPC and DPM++ call it `flow_shift`, FlowMatchEuler
+    `shift`): Wan's shift 3.0 would otherwise fall back to FlowMatchEuler's 1.0."""
+    import inspect
+
+    import diffusers
+
+    cls = getattr(diffusers, name)
+    config = dict(scheduler.config)
+    takes = inspect.signature(cls.__init__).parameters
+    if "shift" in takes and "flow_shift" in config:
+        config["shift"] = config["flow_shift"]
+    elif "flow_shift" in takes and "shift" in config:
+        config.update(flow_shift=config["shift"], use_flow_sigmas=True,
+                      prediction_type="flow_prediction")
+    return cls.from_config(config)
 
 
 def quiet() -> None:
@@ -87,9 +110,15 @@ def transformers_of(pipe: Any) -> list[Any]:
                         getattr(pipe, "unet", None)) if m is not None]
 
 
-def levers(pipe: Any, settings: Any) -> None:
-    """Step caches (they change the frames: off by default, part of the key as settings) and
-    torch.compile of the repeated blocks."""
+def levers(pipe: Any, settings: Any, engine: Any = None, guidance: float = 5.0) -> None:
+    """The speed levers the settings name, each part of the key as a setting: step caches
+    (they change the frames: off by default), batched guidance passes (engines/frames/
+    diffusion/cfg_batch.py) and torch.compile of the repeated blocks (same frames up to
+    floating-point reassociation). Caches are installed first: the guidance batching wraps
+    them, so FasterCache sees both rows of a step in one call."""
+    from engines.frames.diffusion import cfg_batch
+
+    guided = guidance > 1.0  # pipelines run the unconditional pass only above 1
     if settings.cache != "none":
         from diffusers import (
             FasterCacheConfig,
@@ -97,17 +126,29 @@ def levers(pipe: Any, settings: Any) -> None:
             PyramidAttentionBroadcastConfig,
         )
 
+        def step() -> Any:
+            return pipe.current_timestep
+
         config = {"first_block": lambda: FirstBlockCacheConfig(threshold=settings.cache_threshold),
+                  # FasterCache (arXiv 2410.19355) as diffusers documents it for CogVideoX:
+                  # attention reused every other step below timestep 681, the unconditional
+                  # pass approximated from the conditional one in frequency space
                   "faster": lambda: FasterCacheConfig(
                       spatial_attention_block_skip_range=2,
                       spatial_attention_timestep_skip_range=(-1, 681),
-                      current_timestep_callback=lambda: pipe.current_timestep),
+                      low_frequency_weight_update_timestep_range=(99, 641),
+                      high_frequency_weight_update_timestep_range=(-1, 301),
+                      attention_weight_callback=lambda _: 0.3,
+                      is_guidance_distilled=not guided,
+                      current_timestep_callback=step),
                   "pab": lambda: PyramidAttentionBroadcastConfig(
                       spatial_attention_block_skip_range=2,
                       spatial_attention_timestep_skip_range=(100, 800),
-                      current_timestep_callback=lambda: pipe.current_timestep)}[settings.cache]
+                      current_timestep_callback=step)}[settings.cache]
         for model in transformers_of(pipe):
             model.enable_cache(config())
+    if engine is not None and guided and cfg_batch.needed(engine, settings):
+        cfg_batch.install(pipe, transformers_of(pipe), engine)
     if settings.compile == "repeated_blocks":
         for model in transformers_of(pipe):
             model.compile_repeated_blocks(fullgraph=True)

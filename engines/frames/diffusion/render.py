@@ -58,7 +58,7 @@ def render(engine: Any, settings: Any, plan: Any, models: dict[str, tuple], sink
         return
     state = dict(state or {"chunk": 0, "step": 0})
     image = rules.image_pipeline is not None and (plan.init_image is not None or len(plan_chunks) > 1)
-    pipe = loader.load(source, settings, device, image=image)
+    pipe = loader.load(source, settings, device, image=image, engine=engine)
     base_scheduler = resume.fresh(pipe.scheduler)
     weights = chunking.blend_weights(settings.overlap)
     first = int(state["chunk"])
@@ -117,6 +117,9 @@ def _denoise(pipe: Any, base_scheduler: Any, kwargs: dict, steps: int, here: dic
     import torch
 
     done = int(here.get("step", 0))
+    if done >= steps and "latents" in here:  # whatever the scheduler: the denoising is done
+        log.info("chunk %d: denoised before (its final latents are saved): decoding", ch.index)
+        return here["latents"]
     exact = (type(base_scheduler).__name__ in resume.MID_CHUNK_EXACT
              and settings.cache == "none")
     if done and not exact:  # this scheduler or cache cannot continue bit for bit: start over
@@ -124,17 +127,17 @@ def _denoise(pipe: Any, base_scheduler: Any, kwargs: dict, steps: int, here: dic
                  ch.index, type(base_scheduler).__name__,
                  f" and cache={settings.cache}" if settings.cache != "none" else "")
         done = 0
-    if done >= steps and "latents" in here:
-        return here["latents"]
+    log.info("chunk %d: denoising steps %d-%d of %d%s", ch.index, done + 1, steps, steps,
+             " (resumed)" if done else "")
+    for component in pipe.components.values():  # step caches start empty, as in a new process
+        if hasattr(component, "_reset_stateful_cache"):
+            component._reset_stateful_cache()
     generator = torch.Generator("cpu").manual_seed(chunk_seed(seed, ch.index))
     latents = None
     if done:
         generator.set_state(here["generator"])
         latents = here["latents"]
         pipe.scheduler = resume.resumed(base_scheduler, done, here.get("scheduler"))
-        sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
-        if sigma != 1.0:  # SD-family pipelines scale supplied latents by it
-            latents = latents / sigma
     else:
         pipe.scheduler = resume.fresh(base_scheduler)
     final: dict[str, Any] = {}

@@ -8,16 +8,26 @@ step k the pipeline is called again with `latents=` and a copy of the scheduler 
 puts the saved running state back. Its method signatures are the original ones
 (`functools.wraps`): pipelines inspect them for `timesteps=`, `sigmas=`, `generator=`.
 
-Exactness on the CPU (resumed frames equal uninterrupted ones, bit for bit):
+Exactness on the CPU (resumed frames equal uninterrupted ones, bit for bit), checked with a kill
+after step k and a resume, against an uninterrupted run (tests/engines/test_diffusion.py for
+Wan; the others with a tiny CogVideoX pipeline, diffusers 0.42.1):
 - FlowMatchEulerDiscreteScheduler (LTX-Video, HunyuanVideo, Mochi), DDIMScheduler and
-  CogVideoXDDIMScheduler (zeroscope, CogVideoX-2B): exact from the latents alone;
-- UniPCMultistepScheduler (Wan) and DPMSolverMultistepScheduler: exact with their running state
-  (model outputs, lower-order counters) saved too, which `scheduler_state` does;
+  CogVideoXDDIMScheduler (zeroscope, CogVideoX-2B), with eta > 0 too: exact from the latents
+  and the generator's state;
+- UniPCMultistepScheduler (Wan's own), DPMSolverMultistepScheduler and PNDMScheduler: exact
+  with their running state (model outputs, lower-order counters) saved too, which
+  `scheduler_state` does;
+- EulerDiscreteScheduler and EulerAncestralDiscreteScheduler: exact (resumed latents are not
+  scaled by init_noise_sigma again, and the ancestral noise continues from the saved generator);
 - CogVideoXDPMScheduler (CogVideoX-5B's default) keeps part of its state in a variable of the
-  pipeline's loop that no callback can read: a resume of such a chunk starts the chunk over
-  (`MID_CHUNK_EXACT`), committed chunks are never redone;
+  pipeline's loop that no callback can read (max difference 10 on a tiny model): a resume of
+  such a chunk starts the chunk over (`MID_CHUNK_EXACT`), committed chunks are never redone;
 - with a step cache on (First Block Cache, FasterCache, PAB) the cache's own state is lost at a
-  kill: such chunks start over too.
+  kill: such chunks start over too, and give the frames of an uninterrupted run (the caches
+  start empty at every chunk, engines/frames/diffusion/render.py).
+Which of them a model runs with is its registry entry's `rules.schedulers` (Wan: UniPC,
+FlowMatchEuler, DPM++; DDIM, PNDM and the CogVideoX ones lack what WanPipeline calls,
+`set_begin_index`, and Euler refuses flow prediction).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ RUNNING = ("model_outputs", "timestep_list", "lower_order_nums", "last_sample", 
            "_previous_timestep")
 MID_CHUNK_EXACT = {"FlowMatchEulerDiscreteScheduler", "DDIMScheduler", "CogVideoXDDIMScheduler",
                    "UniPCMultistepScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler",
-                   "PNDMScheduler"}
+                   "EulerAncestralDiscreteScheduler", "PNDMScheduler"}
 
 
 def _plain(value: Any) -> bool:
@@ -72,6 +82,10 @@ def resumed(scheduler: Any, done: int, state: dict[str, Any] | None) -> Any:
     saved = dict(state or {})
 
     class Resumed(base):  # type: ignore[valid-type, misc]
+        # Pipelines scale supplied latents by init_noise_sigma (the SD family; Euler's depends
+        # on the schedule in view): resumed latents are used as they were saved.
+        init_noise_sigma = property(lambda self: 1.0, lambda self, value: None)
+
         @functools.wraps(base.set_timesteps)
         def set_timesteps(self, *args: Any, **kwargs: Any) -> Any:
             out = base.set_timesteps(self, *args, **kwargs)
@@ -85,9 +99,6 @@ def resumed(scheduler: Any, done: int, state: dict[str, Any] | None) -> Any:
                 setattr(self, k, _to(v, device))
             return out
 
-        def set_begin_index(self, begin_index: int = 0) -> None:
-            base.set_begin_index(self, begin_index + done)
-
         def _whole_view(self, method: Any, *args: Any, **kwargs: Any) -> Any:
             view = (self.timesteps, getattr(self, "sigmas", None))
             self.timesteps, sigmas = self._whole
@@ -100,16 +111,27 @@ def resumed(scheduler: Any, done: int, state: dict[str, Any] | None) -> Any:
                 if view[1] is not None:
                     self.sigmas = view[1]
 
-        @functools.wraps(base.step)
-        def step(self, *args: Any, **kwargs: Any) -> Any:
-            return self._whole_view(base.step, *args, **kwargs)
+    for name in ("step", "scale_model_input"):  # FlowMatchEuler has no scale_model_input
+        if hasattr(base, name):
+            setattr(Resumed, name, _whole(getattr(base, name)))
+    if hasattr(base, "set_begin_index"):  # DDIM and PNDM have none (pipelines check for it)
+        def set_begin_index(self: Any, begin_index: int = 0) -> None:
+            base.set_begin_index(self, begin_index + done)
 
-        @functools.wraps(base.scale_model_input)
-        def scale_model_input(self, *args: Any, **kwargs: Any) -> Any:
-            return self._whole_view(base.scale_model_input, *args, **kwargs)
-
+        Resumed.set_begin_index = set_begin_index
     Resumed.__name__ = Resumed.__qualname__ = base.__name__
+    Resumed.unresumed = base  # the scheduler class it resumes (`fresh` goes back to it)
     return Resumed.from_config(scheduler.config)
+
+
+def _whole(method: Any) -> Any:
+    """`method` run with the scheduler's whole schedule in view (see `resumed`)."""
+
+    @functools.wraps(method)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._whole_view(method, *args, **kwargs)
+
+    return call
 
 
 def _to(value: Any, device: Any) -> Any:
@@ -123,5 +145,7 @@ def _to(value: Any, device: Any) -> Any:
 
 
 def fresh(scheduler: Any) -> Any:
-    """A new scheduler of the same class and config (no running state)."""
-    return type(scheduler).from_config(scheduler.config)
+    """A new scheduler of the same class and config (no running state); for a resumed one
+    (`resumed`), of the class it resumes, with its whole schedule."""
+    cls = type(scheduler)
+    return getattr(cls, "unresumed", cls).from_config(scheduler.config)

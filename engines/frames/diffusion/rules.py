@@ -72,19 +72,26 @@ def _slug(name: str) -> bool:
 
 
 def check(settings: Any, plan: Any, key: str, family: str) -> None:
+    """The model's rules for a shot (`key`: the shot's key, film.shots.<i>). Errors in engine
+    settings name `engine.<setting>`; flows/checks.py names where the value was set instead
+    (the shot's engine_overrides, engines.<name>, or the film's engine)."""
     from engines.models.diffusers import rules_of
 
-    entry = entry_for(settings, family, key)
+    entry = entry_for(settings, family, "engine")
     rules = rules_of(entry)
     clip = settings.clip_frames or rules.clip_frames
     if not rules.frames.ok(clip):
-        raise ConfigError(f"{key}.engine_overrides.clip_frames" if settings.clip_frames
-                          else f"{key}.engine.clip_frames", clip,
+        raise ConfigError("engine.clip_frames", clip,
                           f"a frame count {entry.name} accepts ({_form(rules.frames)})",
                           f"nearest valid: {rules.frames.nearest(clip)}")
     if settings.overlap >= clip:
-        raise ConfigError(f"{key}.engine_overrides.overlap", settings.overlap,
+        raise ConfigError("engine.overlap", settings.overlap,
                           f"fewer frames than a chunk ({clip})")
+    runs = (rules.scheduler, *(s for s in rules.schedulers if s != rules.scheduler))
+    if settings.scheduler is not None and settings.scheduler not in runs:
+        raise ConfigError("engine.scheduler", settings.scheduler,
+                          f"a scheduler {entry.name} runs with: {', '.join(runs)}",
+                          f"null = its own, {rules.scheduler}")
     if (plan.init_image or plan.continues) and not rules.image_pipeline:
         what = "continue" if plan.continues else "init_image"
         takes = [n for n in _family_entries(family) if rules_of_name(n).image_pipeline]
