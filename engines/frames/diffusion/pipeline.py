@@ -12,7 +12,7 @@ from typing import Any
 
 log = logging.getLogger("promptreel")
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
-_KEPT: dict[str, Any] = {}  # {"key": ..., "pipe": ...}: the last pipeline loaded
+_KEPT: dict[str, Any] = {}  # {"key": ..., "pipes": {class name: pipeline}}: the last loaded
 
 
 def dtype_of(settings: Any, rules: Any, device: Any) -> Any:
@@ -24,20 +24,31 @@ def dtype_of(settings: Any, rules: Any, device: Any) -> Any:
 
 
 def load(source: Any, settings: Any, device: Any, *, image: bool = False) -> Any:
-    """The pipeline of `source` (engines/models/diffusers.py PipelineSource) ready on `device`."""
+    """The pipeline of `source` (engines/models/diffusers.py PipelineSource) ready on `device`:
+    its image pipeline (`rules.image_pipeline`) when `image`, else its text pipeline. The two
+    share one set of loaded components (`from_pipe`): a long shot switching between them loads
+    the weights once."""
     import diffusers
     import torch
 
     rules = source.rules
     cls_name = rules.image_pipeline if image else rules.pipeline
     dtype = dtype_of(settings, rules, device)
-    key = repr((str(source.folder), cls_name, str(dtype), str(device), settings.scheduler,
+    key = repr((str(source.folder), str(dtype), str(device), settings.scheduler,
                 settings.offload, settings.cache, settings.cache_threshold, settings.compile,
                 settings.vae_tiling))
     if _KEPT.get("key") == key:
-        return _KEPT["pipe"]
+        pipes = _KEPT["pipes"]
+        if cls_name not in pipes:
+            pipe = getattr(diffusers, cls_name).from_pipe(next(iter(pipes.values())))
+            pipe.set_progress_bar_config(disable=True)
+            if settings.offload == "model" and torch.device(device).type == "cuda":
+                place(pipe, settings.offload, device)  # model offload hooks are per pipeline
+            pipes[cls_name] = pipe
+        return pipes[cls_name]
     _KEPT.clear()
     quiet()
+    check_weights(source)
     cls = getattr(diffusers, cls_name)
     pipe = cls.from_pretrained(str(source.folder), dtype=dtype, use_safetensors=True,
                                local_files_only=True)
@@ -50,8 +61,25 @@ def load(source: Any, settings: Any, device: Any, *, image: bool = False) -> Any
     if settings.vae_tiling == "on" and hasattr(pipe.vae, "enable_tiling"):
         pipe.vae.enable_tiling()
     levers(pipe, settings)
-    _KEPT.update(key=key, pipe=pipe)
+    _KEPT.update(key=key, pipes={cls_name: pipe})
     return pipe
+
+
+def check_weights(source: Any) -> None:
+    """Every model component of the folder (a subfolder with a `config.json`) has safetensors
+    weights: a repository that publishes some component only as a pickle (`*.bin`) is refused
+    here with what to do, rather than by a loader error naming none of it."""
+    from engines.core.errors import UnsafeCheckpointError
+
+    folder = source.folder
+    bare = sorted(p.parent.name for p in folder.glob("*/config.json")
+                  if not any(p.parent.glob("*.safetensors")))
+    if bare:
+        raise UnsafeCheckpointError(
+            f"{source.name}: {', '.join(bare)} in {folder} has no safetensors weights; "
+            "promptreel loads only safetensors (a pickle can run code when loaded). Convert the "
+            "pipeline once on a trusted machine (`pipe.save_pretrained(dir, "
+            "safe_serialization=True)`) and use it with engine.model_path=<dir>")
 
 
 def quiet() -> None:

@@ -104,9 +104,10 @@ def resumed(scheduler: Any, done: int, state: dict[str, Any] | None) -> Any:
         def step(self, *args: Any, **kwargs: Any) -> Any:
             return self._whole_view(base.step, *args, **kwargs)
 
-        @functools.wraps(base.scale_model_input)
-        def scale_model_input(self, *args: Any, **kwargs: Any) -> Any:
-            return self._whole_view(base.scale_model_input, *args, **kwargs)
+        if hasattr(base, "scale_model_input"):  # flow-matching schedulers have none
+            @functools.wraps(base.scale_model_input)
+            def scale_model_input(self, *args: Any, **kwargs: Any) -> Any:
+                return self._whole_view(base.scale_model_input, *args, **kwargs)
 
     Resumed.__name__ = Resumed.__qualname__ = base.__name__
     return Resumed.from_config(scheduler.config)
