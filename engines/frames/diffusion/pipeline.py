@@ -69,9 +69,15 @@ def check_weights(source: Any) -> None:
     """Every model component of the folder (a subfolder with a `config.json`) has safetensors
     weights: a repository that publishes some component only as a pickle (`*.bin`) is refused
     here with what to do, rather than by a loader error naming none of it."""
-    from engines.core.errors import UnsafeCheckpointError
+    from engines.core.errors import MissingWeightsError, UnsafeCheckpointError
 
     folder = source.folder
+    if not (folder / "model_index.json").is_file():
+        raise MissingWeightsError(
+            f"{source.name}: {folder} holds no diffusers pipeline (no model_index.json): the "
+            f"pinned revision of its repo may predate the repo's diffusers layout; pin a commit "
+            f"that has it (`revision:` in conf/diffusers/{source.name}.yaml), delete the folder "
+            f"and fetch again")
     bare = sorted(p.parent.name for p in folder.glob("*/config.json")
                   if not any(p.parent.glob("*.safetensors")))
     if bare:
