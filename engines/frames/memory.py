@@ -121,19 +121,46 @@ def fused_attention() -> Iterator[None]:
 
     original = F.scaled_dot_product_attention
 
-    def sdpa(q: Any, k: Any, v: Any, attn_mask: Any = None, dropout_p: float = 0.0,
+    # torch's own parameter names: diffusers' dispatcher (HunyuanVideo) passes them by keyword
+    def sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
              is_causal: bool = False, scale: Any = None, enable_gqa: bool = False) -> Any:
-        if q.device.type != "meta" or enable_gqa:
-            return original(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+        if query.device.type != "meta" or enable_gqa:
+            return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                             is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            q, k, v, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+            query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
 
     F.scaled_dot_product_attention = sdpa
     try:
         yield
     finally:
         F.scaled_dot_product_attention = original
+
+
+@contextlib.contextmanager
+def meta_autocast() -> Iterator[None]:
+    """While probing: `torch.autocast("meta", ...)` (Mochi's rotary embedding autocasts on its
+    input's device type) is a disabled CPU autocast instead of an error, and `torch.nonzero` on
+    meta (Mochi's attention gathers the prompt's tokens by its mask) counts every element as
+    non-zero, which is what the probe's all-ones masks hold; nothing else changes."""
+    import torch
+    from torch.fx.experimental import _config as fx_config
+
+    original = torch.autocast
+
+    class autocast(original):  # type: ignore[misc, valid-type]
+        def __init__(self, device_type: str, *args: Any, **kwargs: Any) -> None:
+            if device_type == "meta":
+                device_type, kwargs = "cpu", {**kwargs, "enabled": False}
+                args = args[:1]  # dtype only: `enabled` is now set by keyword
+            super().__init__(device_type, *args, **kwargs)
+
+    torch.autocast = autocast
+    try:
+        with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+            yield
+    finally:
+        torch.autocast = original
 
 
 def live_bytes() -> Any:
@@ -191,7 +218,7 @@ class MemoryTracer:
         key = (settings.model_dump_json(), width, height)
         if key not in self._memo:
             mode = live_bytes()
-            with fused_attention(), mode:
+            with fused_attention(), meta_autocast(), mode:
                 self.engine.memory_step(settings, width, height, self.meta, device="meta")
             self._memo[key] = mode.peak + self.cast
         return self._memo[key]
