@@ -177,7 +177,8 @@ def build_generated(entry: Any, out_dir: Path) -> None:
 
     family = (entry.arch or {}).get("family")
     builders = {"wan": _tiny_wan, "wan_ti2v": _tiny_wan_ti2v, "wan_i2v": _tiny_wan_i2v,
-                "ltx": _tiny_ltx, "cogvideox": _tiny_cogvideox, "hunyuan": _tiny_hunyuan,
+                "ltx": _tiny_ltx, "cogvideox": _tiny_cogvideox,
+                "cogvideox_i2v": _tiny_cogvideox_i2v, "hunyuan": _tiny_hunyuan,
                 "mochi": _tiny_mochi, "zeroscope": _tiny_zeroscope}
     if family not in builders:
         raise ConfigError(f"conf/diffusers/{entry.name}.yaml:arch.family", family,
@@ -398,6 +399,27 @@ def _tiny_cogvideox(arch: dict[str, Any]) -> Any:
                                        snr_shift_scale=3.0)
     return CogVideoXPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                              transformer=transformer, scheduler=scheduler)
+
+
+def _tiny_cogvideox_i2v(arch: dict[str, Any]) -> Any:
+    """CogVideoXImageToVideoPipeline at test size, in CogVideoX-5B-I2V's layout: the image's
+    latents are concatenated on the channels (transformer in_channels = 2 x latent channels),
+    rotary plus learned positions (as its transformer config), so it takes one size only
+    (64x48, 9 frames: its sample size)."""
+    from diffusers import CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel
+
+    base = _tiny_cogvideox(arch)
+    transformer = CogVideoXTransformer3DModel(num_attention_heads=4, attention_head_dim=8,
+                                              in_channels=8, out_channels=4, time_embed_dim=2,
+                                              text_embed_dim=32, num_layers=1, sample_width=8,
+                                              sample_height=6, sample_frames=9, patch_size=2,
+                                              temporal_compression_ratio=4,
+                                              max_text_seq_length=16,
+                                              use_rotary_positional_embeddings=True,
+                                              use_learned_positional_embeddings=True)
+    return CogVideoXImageToVideoPipeline(tokenizer=base.tokenizer, text_encoder=base.text_encoder,
+                                         vae=base.vae, transformer=transformer,
+                                         scheduler=base.scheduler)
 
 
 def _tiny_hunyuan(arch: dict[str, Any]) -> Any:

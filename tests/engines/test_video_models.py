@@ -152,3 +152,88 @@ def test_a_folder_without_safetensors_or_without_a_pipeline_is_refused(tmp_path)
     (tmp_path / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(UnsafeCheckpointError, match="unet"):
         check_weights(src)
+
+
+# ------------------------------------------------------------------ renders of every family
+def _arrays(frames: dict[str, bytes]) -> list:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return [np.asarray(Image.open(io.BytesIO(b))).astype(int) for b in frames.values()]
+
+
+@pytest.mark.parametrize("engine_name, model", [
+    ("wan", "generated_wan_tiny"), ("cogvideox", "generated_cogvideox_tiny"),
+    ("hunyuan", "generated_hunyuan_tiny"), ("mochi", "generated_mochi_tiny"),
+    ("zeroscope", "generated_zeroscope_tiny")])
+def test_every_text_to_video_family_renders_its_frames(engine_name, model, models_dir,
+                                                       tmp_path):
+    import numpy as np
+
+    rules = rules_of(load_entry("diffusers", model, CONF))
+    w, h = rules.width, rules.height
+    frames = _arrays(video_run.render(engine_name, model, video_run.plan(3, w, h),
+                                      tmp_path / "a", models_dir, steps=2))
+    assert len(frames) == 3 and all(f.shape == (h, w, 3) for f in frames)
+    assert all(f.std() > 0 for f in frames), "decoded frames, not a blank"
+    other = _arrays(video_run.render(engine_name, model, video_run.plan(3, w, h, seed=6),
+                                     tmp_path / "b", models_dir, steps=2))
+    assert not np.array_equal(frames[0], other[0]), "the shot's seed reaches the noise"
+
+
+def test_two_experts_split_the_steps_at_the_boundary_ratio(models_dir, tmp_path):
+    """Wan 2.2 T2V-A14B's layout on its tiny twin: the high-noise expert (`transformer`) runs
+    the steps whose timestep is at or above boundary_ratio x 1000, then `transformer_2`."""
+    from engines.frames import wan
+    from engines.frames.diffusion import pipeline as loader
+
+    model = "generated_wan_a14b_tiny"
+    source = video_run.source(model, models_dir)
+    pipe = loader.load(source, wan.Settings(model=model), "cpu")
+    assert pipe.config.boundary_ratio == 0.875 and pipe.transformer_2 is not None
+    calls = []
+    hooks = [m.register_forward_pre_hook(
+        lambda _m, args, kwargs, n=n: calls.append((n, float(kwargs["timestep"].flatten()[0]))),
+        with_kwargs=True) for n, m in (("high", pipe.transformer), ("low", pipe.transformer_2))]
+    try:
+        frames = video_run.render("wan", model, video_run.plan(3, 64, 48), tmp_path / "a",
+                                  models_dir)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        loader.forget()
+    assert len(frames) == 3
+    assert {n for n, _ in calls} == {"high", "low"}
+    boundary = 0.875 * pipe.scheduler.config.num_train_timesteps
+    assert all((t >= boundary) == (n == "high") for n, t in calls)
+    names = [n for n, _ in calls]
+    assert names == sorted(names), "high-noise steps first, then low-noise ones"  # 'high' < 'low'
+
+
+@pytest.mark.parametrize("model, w, h", [("generated_wan_i2v_tiny", 64, 48),
+                                         ("generated_cogvideox_i2v_tiny", 64, 48)])
+def test_image_to_video_models_start_from_the_shot_image(model, w, h, models_dir, tmp_path):
+    """Wan 2.1 I2V and CogVideoX-5B-I2V layouts: the shot's init image (what `continue:
+    previous` sets to the previous shot's last frame) conditions the video; without one the
+    shot is refused before anything loads."""
+    import numpy as np
+
+    rules = rules_of(load_entry("diffusers", model, CONF))
+    engine_name = rules.family
+    red = video_run.image_file(tmp_path / "red.png", w, h, (220, 30, 30))
+    blue = video_run.image_file(tmp_path / "blue.png", w, h, (30, 30, 220))
+    n = rules.clip_frames if rules.frames.min > 1 else 3
+    from_red = _arrays(video_run.render(engine_name, model, video_run.plan(n, w, h,
+                                                                           init_image=red),
+                                        tmp_path / "red", models_dir, steps=2))
+    from_blue = _arrays(video_run.render(engine_name, model, video_run.plan(n, w, h,
+                                                                            init_image=blue),
+                                         tmp_path / "blue", models_dir, steps=2))
+    assert len(from_red) == n and from_red[0].shape == (h, w, 3)
+    assert not np.array_equal(from_red[0], from_blue[0])
+    with pytest.raises(ConfigError) as err:
+        video_run.render(engine_name, model, video_run.plan(n, w, h), tmp_path / "none",
+                         models_dir)
+    assert err.value.key == "film.shots.0.init_image"
