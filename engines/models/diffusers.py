@@ -409,7 +409,8 @@ def _tiny_cogvideox_i2v(arch: dict[str, Any]) -> Any:
     from diffusers import CogVideoXImageToVideoPipeline, CogVideoXTransformer3DModel
 
     base = _tiny_cogvideox(arch)
-    transformer = CogVideoXTransformer3DModel(num_attention_heads=4, attention_head_dim=8,
+    # head dim 16: the rotary embedding splits it 4 (time) + 6 + 6 (height, width), each even
+    transformer = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16,
                                               in_channels=8, out_channels=4, time_embed_dim=2,
                                               text_embed_dim=32, num_layers=1, sample_width=8,
                                               sample_height=6, sample_frames=9, patch_size=2,

@@ -175,11 +175,11 @@ def test_every_text_to_video_family_renders_its_frames(engine_name, model, model
     rules = rules_of(load_entry("diffusers", model, CONF))
     w, h = rules.width, rules.height
     frames = _arrays(video_run.render(engine_name, model, video_run.plan(3, w, h),
-                                      tmp_path / "a", models_dir, steps=2))
+                                      tmp_path / "a", models_dir, steps=2, overlap=1))
     assert len(frames) == 3 and all(f.shape == (h, w, 3) for f in frames)
     assert all(f.std() > 0 for f in frames), "decoded frames, not a blank"
     other = _arrays(video_run.render(engine_name, model, video_run.plan(3, w, h, seed=6),
-                                     tmp_path / "b", models_dir, steps=2))
+                                     tmp_path / "b", models_dir, steps=2, overlap=1))
     assert not np.array_equal(frames[0], other[0]), "the shot's seed reaches the noise"
 
 
@@ -199,7 +199,7 @@ def test_two_experts_split_the_steps_at_the_boundary_ratio(models_dir, tmp_path)
         with_kwargs=True) for n, m in (("high", pipe.transformer), ("low", pipe.transformer_2))]
     try:
         frames = video_run.render("wan", model, video_run.plan(3, 64, 48), tmp_path / "a",
-                                  models_dir)
+                                  models_dir, overlap=1)
     finally:
         for hook in hooks:
             hook.remove()
@@ -227,13 +227,13 @@ def test_image_to_video_models_start_from_the_shot_image(model, w, h, models_dir
     n = rules.clip_frames if rules.frames.min > 1 else 3
     from_red = _arrays(video_run.render(engine_name, model, video_run.plan(n, w, h,
                                                                            init_image=red),
-                                        tmp_path / "red", models_dir, steps=2))
+                                        tmp_path / "red", models_dir, steps=2, overlap=1))
     from_blue = _arrays(video_run.render(engine_name, model, video_run.plan(n, w, h,
                                                                             init_image=blue),
-                                         tmp_path / "blue", models_dir, steps=2))
+                                         tmp_path / "blue", models_dir, steps=2, overlap=1))
     assert len(from_red) == n and from_red[0].shape == (h, w, 3)
     assert not np.array_equal(from_red[0], from_blue[0])
     with pytest.raises(ConfigError) as err:
         video_run.render(engine_name, model, video_run.plan(n, w, h), tmp_path / "none",
-                         models_dir)
+                         models_dir, overlap=1)
     assert err.value.key == "film.shots.0.init_image"
