@@ -35,3 +35,29 @@ def test_relay_renders_under_debug_smoke_and_again_computes_nothing(models_dir: 
     assert {str(p): p.stat().st_mtime_ns for p in cache.glob("*/*/manifest.json")} == manifests
     assert all(row["cached"] for row in again["tasks"]), again["tasks"]
     assert Path(again["video"]).read_bytes() == Path(record["video"]).read_bytes()
+
+
+def test_relay_at_full_size_chains_ltx_chunks_and_needs_an_image_model_to_continue() -> None:
+    """The real preset, as read (nothing loads): LTX-Video's 12 s shot is two chunks of allowed
+    lengths (8k+1: 161, then 41 covering the rest with the overlap), and a shot that continues
+    from the one before must use a model that takes an image: Wan 2.1 1.3B is refused, naming
+    the key and the Wan models that would do."""
+    import pytest
+
+    from engines.core.errors import ConfigError
+    from engines.frames.diffusion.chunks import plan_chunks
+    from engines.models.diffusers import rules_of
+    from engines.models.registry import load_entry
+    from flows.render import compose_config
+    from tests.helpers import ROOT
+
+    cfg = compose_config(["film=relay"])
+    night = cfg.shot_plans()[1]
+    assert night.continues and len(night.frames) == 12 * 16
+    rules = rules_of(load_entry("diffusers", "ltx_video_2b", ROOT / "conf"))
+    chunks = plan_chunks(len(night.frames), rules.clip_frames, 8, rules.frames)
+    assert [c.length for c in chunks] == [161, 41] and chunks[1].start == 153
+    with pytest.raises(ConfigError) as err:
+        compose_config(["film=relay", "film.shots.1.engine=wan"])
+    assert err.value.key == "film.shots.1.continue"
+    assert "wan2_2_ti2v_5b" in str(err.value)  # the Wan models that take an image
