@@ -137,6 +137,32 @@ def fused_attention() -> Iterator[None]:
         F.scaled_dot_product_attention = original
 
 
+@contextlib.contextmanager
+def meta_autocast() -> Iterator[None]:
+    """While probing: `torch.autocast("meta", ...)` (Mochi's rotary embedding autocasts on its
+    input's device type) is a disabled CPU autocast instead of an error, and `torch.nonzero` on
+    meta (Mochi's attention gathers the prompt's tokens by its mask) counts every element as
+    non-zero, which is what the probe's all-ones masks hold; nothing else changes."""
+    import torch
+    from torch.fx.experimental import _config as fx_config
+
+    original = torch.autocast
+
+    class autocast(original):  # type: ignore[misc, valid-type]
+        def __init__(self, device_type: str, *args: Any, **kwargs: Any) -> None:
+            if device_type == "meta":
+                device_type, kwargs = "cpu", {**kwargs, "enabled": False}
+                args = args[:1]  # dtype only: `enabled` is now set by keyword
+            super().__init__(device_type, *args, **kwargs)
+
+    torch.autocast = autocast
+    try:
+        with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+            yield
+    finally:
+        torch.autocast = original
+
+
 def live_bytes() -> Any:
     """A context manager (a torch dispatch mode) with `.live` and `.peak` bytes of the tensor
     storages created inside it; works on any device, and on "meta" nothing is allocated."""
@@ -192,7 +218,7 @@ class MemoryTracer:
         key = (settings.model_dump_json(), width, height)
         if key not in self._memo:
             mode = live_bytes()
-            with fused_attention(), mode:
+            with fused_attention(), meta_autocast(), mode:
                 self.engine.memory_step(settings, width, height, self.meta, device="meta")
             self._memo[key] = mode.peak + self.cast
         return self._memo[key]

@@ -10,12 +10,17 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from engines.frames import pixel_clip, vqgan_clip, wan
+from engines.frames import cogvideox, hunyuan, ltx, mochi, pixel_clip, vqgan_clip, wan, zeroscope
 
 ENGINES: dict[str, Any] = {m.NAME: m for m in (
     vqgan_clip,
     pixel_clip,
     wan,
+    ltx,
+    cogvideox,
+    hunyuan,
+    mochi,
+    zeroscope,
 )}
 
 # The config's engine settings: one of the engines' Settings, chosen by its `name`.

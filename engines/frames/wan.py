@@ -4,8 +4,9 @@ experts: `transformer` for the high-noise steps, `transformer_2` for the low-noi
 at the model's boundary ratio). Image-conditioned chunks (a shot's init image, `continue:
 previous`, the next chunk of a long shot) use `WanImageToVideoPipeline` where the model has it.
 
-Frame counts 4k+1 (the VAE compresses time 4x); sizes multiples of 16; 16 fps. The shared
-machinery (chunks, resume, memory, loading) is engines/frames/diffusion/.
+Frame counts 4k+1 (the VAE compresses time 4x); sizes multiples of 16 (32 for 2.2 TI2V-5B,
+whose VAE compresses 16x and patchifies); 16 fps (24 for TI2V-5B). The 2.1 I2V models make
+video only from an image (a shot's init image or `continue: previous`). The shared machinery (chunks, resume, memory, loading) is engines/frames/diffusion/.
 """
 
 from __future__ import annotations
@@ -40,15 +41,21 @@ def check(settings: Settings, plan: Any, key: str) -> None:
     diffusion_rules.check(settings, plan, key, FAMILY)
 
 
+def size_multiple(settings: Settings) -> int:
+    """Frame sides must be multiples of this for the settings' model."""
+    return diffusion_rules.size_multiple(settings, FAMILY)
+
+
 def call_kwargs(settings: Settings, rules: Any, frames: int, width: int, height: int,
-                prompt: str, negative: str, cond: Any) -> dict[str, Any]:
-    """WanPipeline's arguments for one chunk."""
+                prompt: str, negative: str, cond: Any, fps: float = 16) -> dict[str, Any]:
+    """WanPipeline's (or WanImageToVideoPipeline's, with `cond`) arguments for one chunk."""
     kw: dict[str, Any] = {"prompt": prompt, "negative_prompt": negative or None,
                           "height": height, "width": width, "num_frames": frames,
                           "guidance_scale": settings.guidance if settings.guidance is not None
                           else rules.guidance}
-    if settings.guidance_2 is not None:
-        kw["guidance_scale_2"] = settings.guidance_2
+    guidance_2 = settings.guidance_2 if settings.guidance_2 is not None else rules.guidance_2
+    if guidance_2 is not None:
+        kw["guidance_scale_2"] = guidance_2
     if rules.max_sequence_length:
         kw["max_sequence_length"] = rules.max_sequence_length
     if cond is not None and rules.image_pipeline:
@@ -64,9 +71,10 @@ def cfg_embeds(encoded: Any) -> tuple[Any, Any]:
     return encoded[0], encoded[1]
 
 
-def decode(pipe: Any, latents: Any) -> Any:
+def decode(pipe: Any, latents: Any, **chunk: Any) -> Any:
     """Frames (uint8, F x H x W x 3) from Wan's final latents, as WanPipeline decodes them
-    (the VAE's latent mean and std undone, then its decoder)."""
+    (the VAE's latent mean and std undone, then its decoder; Wan 2.2's VAE unpatchifies
+    inside its decoder)."""
     import numpy as np
     import torch
 

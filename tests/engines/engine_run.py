@@ -17,7 +17,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # run as a script: the project's packages, not installed copies
-WIDTH, HEIGHT = 64, 48  # pixels: a multiple of 16 (VQGAN f16) and of 8
+WIDTH, HEIGHT = 64, 48  # pixels: a multiple of 16 (VQGAN f16) and of 8; rounded up to an
+# engine's `size_multiple(settings)` where it declares one (LTX-Video: 32)
 
 
 def smoke_settings(name: str) -> dict:
@@ -35,14 +36,20 @@ def film_models() -> dict:
             "clip": (load_entry("clip", "generated_clip_tiny", conf),)}
 
 
-def plan(frames: int):
+def size(engine, settings) -> tuple[int, int]:
+    """WIDTH x HEIGHT, each rounded up to the engine's size multiple (if it has one)."""
+    m = engine.size_multiple(settings) if hasattr(engine, "size_multiple") else 1
+    return -(-WIDTH // m) * m, -(-HEIGHT // m) * m
+
+
+def plan(frames: int, width: int = WIDTH, height: int = HEIGHT):
     from engines.planning.plan import FramePlan, ShotPlan
     from engines.planning.prompts import Prompt
 
     prompts = (Prompt("a garden of flowers", 1.0),)
     moves = tuple(FramePlan(prompts, zoom=1.02, angle=0.5 * i, translation_x=1.0)
                   for i in range(frames))
-    return ShotPlan("engine_test", WIDTH, HEIGHT, 8.0, 11, moves)
+    return ShotPlan("engine_test", width, height, 8.0, 11, moves)
 
 
 def main(argv: list[str]) -> int:
@@ -56,7 +63,7 @@ def main(argv: list[str]) -> int:
     name, work, models_dir, frames = argv[0], Path(argv[1]), Path(argv[2]), int(argv[3])
     engine = ENGINES[name]
     settings = engine.Settings.model_validate({**smoke_settings(name), "name": name})
-    shot = plan(frames)
+    shot = plan(frames, *size(engine, settings))
     if hasattr(engine, "check"):
         engine.check(settings, shot, "film.shots.0")
     models = {kind: tuple(loaded.load(e, prepare(e, models_dir, download=False), "cpu")

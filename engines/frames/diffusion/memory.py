@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 TEXT_LEN = 226  # text tokens assumed in the estimate (pipelines pad to at most this or their max)
-COMPONENTS = ("transformer", "transformer_2", "vae", "text_encoder", "image_encoder")
+COMPONENTS = ("transformer", "transformer_2", "unet", "vae", "text_encoder", "text_encoder_2",
+              "image_encoder")
 
 
 def _dtype_bytes(dtype: Any) -> int:
@@ -88,7 +89,8 @@ def meta_models(engine: Any, models: dict[str, tuple], settings: Any, device: An
             # estimate hooks every diffusion engine shares (engines/frames/memory.py `hook`)
             "memory_count": memory_count, "memory_counts": memory_counts,
             "size_multiple": size_multiple,
-            "transformer": _build_meta(source.folder, "transformer").to(dtype),
+            "transformer": _build_meta(source.folder, getattr(engine, "DENOISER",
+                                                               "transformer")).to(dtype),
             "vae": _build_meta(source.folder, "vae").to(
                 torch.float32 if source.rules.vae_fp32 else dtype)}
     return meta, sum(per.values()), 0
@@ -122,11 +124,9 @@ def memory_step(settings: Any, width: int, height: int, meta: dict, device: Any)
     rules = meta["source"].rules
     clip = settings.clip_frames or rules.clip_frames
     vae, transformer, dtype = meta["vae"], meta["transformer"], meta["dtype"]
-    t_factor = int(getattr(vae.config, "scale_factor_temporal", 0) or getattr(
-        vae, "temporal_compression_ratio", 0) or 4)
-    s_factor = int(getattr(vae.config, "scale_factor_spatial", 0) or getattr(
-        vae, "spatial_compression_ratio", 0) or 8)
-    channels = int(getattr(vae.config, "z_dim", 0) or getattr(vae.config, "latent_channels", 16))
+    engine = meta["engine"]
+    t_factor, s_factor, channels = (engine.latent_factors(vae) if hasattr(engine, "latent_factors")
+                                    else latent_factors(vae))
     latent = (1, channels, (clip - 1) // t_factor + 1, height // s_factor, width // s_factor)
 
     def weights(phase: str) -> Any:
@@ -144,7 +144,13 @@ def memory_step(settings: Any, width: int, height: int, meta: dict, device: Any)
         del x, held
         held = weights("vae")
         z = torch.empty(latent, dtype=next(vae.parameters()).dtype, device="meta")
-        _decode(vae, z, tiled=settings.vae_tiling == "on", t_factor=t_factor, s_factor=s_factor)
+        if hasattr(engine, "meta_decode"):  # a VAE decoded its own way (the engine says how)
+            if settings.vae_tiling == "on" and hasattr(vae, "enable_tiling"):
+                vae.enable_tiling()
+            engine.meta_decode(vae, z)
+        else:
+            _decode(vae, z, tiled=settings.vae_tiling == "on", t_factor=t_factor,
+                    s_factor=s_factor)
     del held
 
 
@@ -184,6 +190,19 @@ def _decode(vae: Any, z: Any, *, tiled: bool, t_factor: int, s_factor: int) -> N
     blended = torch.empty(tiles * out * th * tw + 2 * out * height * width, dtype=torch.uint8,
                           device="meta")
     del blended
+
+
+def latent_factors(vae: Any) -> tuple[int, int, int]:
+    """(temporal compression, spatial compression, latent channels) of a video VAE, from its
+    config or attributes (engines whose VAE says none of it give their own `latent_factors`)."""
+    t_factor = int(getattr(vae.config, "scale_factor_temporal", 0)
+                   or getattr(vae.config, "temporal_compression_ratio", 0)
+                   or getattr(vae, "temporal_compression_ratio", 0) or 4)
+    s_factor = int(getattr(vae.config, "scale_factor_spatial", 0)
+                   or getattr(vae.config, "spatial_compression_ratio", 0)
+                   or getattr(vae, "spatial_compression_ratio", 0) or 8)
+    channels = int(getattr(vae.config, "z_dim", 0) or getattr(vae.config, "latent_channels", 16))
+    return t_factor, s_factor, channels
 
 
 def fit(tracer: Any, settings: Any, width: int, height: int, free: int) -> tuple[Any, list[str]]:

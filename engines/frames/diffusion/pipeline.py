@@ -12,7 +12,7 @@ from typing import Any
 
 log = logging.getLogger("promptreel")
 DTYPES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
-_KEPT: dict[str, Any] = {}  # {"key": ..., "pipe": ...}: the last pipeline loaded
+_KEPT: dict[str, Any] = {}  # {"key": ..., "pipes": {class name: pipeline}}: the last loaded
 
 
 def dtype_of(settings: Any, rules: Any, device: Any) -> Any:
@@ -25,21 +25,31 @@ def dtype_of(settings: Any, rules: Any, device: Any) -> Any:
 
 def load(source: Any, settings: Any, device: Any, *, image: bool = False,
          engine: Any = None) -> Any:
-    """The pipeline of `source` (engines/models/diffusers.py PipelineSource) ready on `device`;
-    `engine`: the engine module (its `cfg_embeds` for cfg_batch)."""
+    """The pipeline of `source` (engines/models/diffusers.py PipelineSource) ready on `device`:
+    its image pipeline (`rules.image_pipeline`) when `image`, else its text pipeline. The two
+    share one set of loaded components (`from_pipe`): a long shot switching between them loads
+    the weights once. `engine`: the engine module (its `cfg_embeds` for cfg_batch)."""
     import diffusers
     import torch
 
     rules = source.rules
     cls_name = rules.image_pipeline if image else rules.pipeline
     dtype = dtype_of(settings, rules, device)
-    key = repr((str(source.folder), cls_name, str(dtype), str(device), settings.scheduler,
+    key = repr((str(source.folder), str(dtype), str(device), settings.scheduler,
                 settings.offload, settings.cache, settings.cache_threshold, settings.compile,
                 settings.vae_tiling, settings.cfg_batch, getattr(engine, "NAME", None)))
     if _KEPT.get("key") == key:
-        return _KEPT["pipe"]
+        pipes = _KEPT["pipes"]
+        if cls_name not in pipes:
+            pipe = getattr(diffusers, cls_name).from_pipe(next(iter(pipes.values())))
+            pipe.set_progress_bar_config(disable=True)
+            if settings.offload == "model" and torch.device(device).type == "cuda":
+                place(pipe, settings.offload, device)  # model offload hooks are per pipeline
+            pipes[cls_name] = pipe
+        return pipes[cls_name]
     _KEPT.clear()
     quiet()
+    check_weights(source)
     cls = getattr(diffusers, cls_name)
     # the VAE read in float32 where the rules say so (cast up after a bf16 load, its weights
     # would have lost their low bits); diffusers takes a dtype per component
@@ -54,7 +64,7 @@ def load(source: Any, settings: Any, device: Any, *, image: bool = False,
         pipe.vae.enable_tiling()
     levers(pipe, settings, engine, settings.guidance if settings.guidance is not None
            else rules.guidance)
-    _KEPT.update(key=key, pipe=pipe)
+    _KEPT.update(key=key, pipes={cls_name: pipe})
     return pipe
 
 
@@ -75,6 +85,29 @@ def scheduler_like(name: str, scheduler: Any) -> Any:
         config.update(flow_shift=config["shift"], use_flow_sigmas=True,
                       prediction_type="flow_prediction")
     return cls.from_config(config)
+
+
+def check_weights(source: Any) -> None:
+    """Every model component of the folder (a subfolder with a `config.json`) has safetensors
+    weights: a repository that publishes some component only as a pickle (`*.bin`) is refused
+    here with what to do, rather than by a loader error naming none of it."""
+    from engines.core.errors import MissingWeightsError, UnsafeCheckpointError
+
+    folder = source.folder
+    if not (folder / "model_index.json").is_file():
+        raise MissingWeightsError(
+            f"{source.name}: {folder} holds no diffusers pipeline (no model_index.json): the "
+            f"pinned revision of its repo may predate the repo's diffusers layout; pin a commit "
+            f"that has it (`revision:` in conf/diffusers/{source.name}.yaml), delete the folder "
+            f"and fetch again")
+    bare = sorted(p.parent.name for p in folder.glob("*/config.json")
+                  if not any(p.parent.glob("*.safetensors")))
+    if bare:
+        raise UnsafeCheckpointError(
+            f"{source.name}: {', '.join(bare)} in {folder} has no safetensors weights; "
+            "promptreel loads only safetensors (a pickle can run code when loaded). Convert the "
+            "pipeline once on a trusted machine (`pipe.save_pretrained(dir, "
+            "safe_serialization=True)`) and use it with engine.model_path=<dir>")
 
 
 def quiet() -> None:

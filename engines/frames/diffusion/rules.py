@@ -30,23 +30,40 @@ def entry_for(settings: Any, family: str, key: str) -> Any:
 
 
 def path_entry(settings: Any, family: str, key: str) -> Any:
-    """A registry-like entry for `model_path` (a pipeline folder on disk): the rules of the
-    family's default entry, with the folder's own pipeline class."""
+    """A registry-like entry for `model_path` (a pipeline folder on disk): the rules of a hub
+    entry of the family with the folder's pipeline class (the engine's default model when it
+    has that class, else the first such entry), with the folder's own class as its pipeline."""
     from engines.models.diffusers import check_folder, rules_of
-    from engines.models.registry import ModelEntry, list_entries, load_entry
+    from engines.models.registry import ModelEntry, load_entry
 
-    base = next(load_entry("diffusers", n, CONF) for n in list_entries("diffusers", CONF)
-                if rules_of(load_entry("diffusers", n, CONF)).family == family
-                and load_entry("diffusers", n, CONF).source == "hub")
-    rules = rules_of(base)
-    classes = tuple(c for c in (rules.pipeline, rules.image_pipeline) if c)
+    hub = [load_entry("diffusers", n, CONF) for n in _family_entries(family)]
+    hub = [e for e in hub if e.source == "hub"]
+    classes = tuple(dict.fromkeys(c for e in hub for c in (rules_of(e).pipeline,
+                                                           rules_of(e).image_pipeline) if c))
     cls = check_folder(Path(settings.model_path), classes, f"{key}.model_path")
+    default = type(settings).model_fields["model"].default
+    matching = [e for e in hub if cls in (rules_of(e).pipeline, rules_of(e).image_pipeline)]
+    base = next((e for e in matching if e.name == default), matching[0])
     folder = Path(settings.model_path).expanduser().resolve()
     return ModelEntry(name=folder.name if _slug(folder.name) else "model_path",
                       kind="diffusers", source="local", path=str(folder),
                       arch={"fingerprint": fingerprint(folder)},
-                      rules={**base.rules, "pipeline": cls},
+                      rules={**base.rules, "pipeline": cls,
+                             "image_pipeline": rules_of(base).image_pipeline
+                             if cls == rules_of(base).pipeline else cls},
                       notes=f"a pipeline folder on disk: {folder}")
+
+
+def needs_image(rules: Any) -> bool:
+    """A model that makes video only from a start image (its text pipeline is its image one)."""
+    return rules.image_pipeline is not None and rules.pipeline == rules.image_pipeline
+
+
+def size_multiple(settings: Any, family: str) -> int:
+    """What frame sides must be multiples of for the settings' model (its rules)."""
+    from engines.models.diffusers import rules_of
+
+    return rules_of(entry_for(settings, family, "engine")).size_multiple
 
 
 def fingerprint(folder: Path) -> str:
@@ -92,12 +109,21 @@ def check(settings: Any, plan: Any, key: str, family: str) -> None:
         raise ConfigError("engine.scheduler", settings.scheduler,
                           f"a scheduler {entry.name} runs with: {', '.join(runs)}",
                           f"null = its own, {rules.scheduler}")
+    if needs_image(rules) and not (plan.init_image or plan.continues):
+        raise ConfigError(f"{key}.init_image", None, "a start image: init_image: <file> or "
+                          "continue: previous", f"{entry.name} makes video from an image")
     if (plan.init_image or plan.continues) and not rules.image_pipeline:
         what = "continue" if plan.continues else "init_image"
         takes = [n for n in _family_entries(family) if rules_of_name(n).image_pipeline]
         raise ConfigError(f"{key}.{what}", "previous" if plan.continues else plan.init_image,
                           f"a model that takes a start image: {', '.join(takes) or '(none)'}",
                           f"{entry.name} only makes video from text")
+    if rules.sizes and (plan.width, plan.height) not in rules.sizes:
+        near = min(rules.sizes, key=lambda wh: abs(wh[0] - plan.width) + abs(wh[1] - plan.height))
+        raise ConfigError("resolution", f"{plan.width}x{plan.height}",
+                          f"a size {entry.name} takes: "
+                          + ", ".join(f"{w}x{h}" for w, h in rules.sizes),
+                          f"nearest valid: {near[0]}x{near[1]}")
     m = rules.size_multiple
     for side, value in (("width", plan.width), ("height", plan.height)):
         if value % m:
