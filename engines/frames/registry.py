@@ -11,13 +11,14 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from engines.frames import pixel_clip, vqgan_clip, wan
-from engines.frames import deforum  # Stable Diffusion animation engines (issue 16)
+from engines.frames import animatediff, deforum  # Stable Diffusion animation engines (issue 16)
 
 ENGINES: dict[str, Any] = {m.NAME: m for m in (
     vqgan_clip,
     pixel_clip,
     wan,
     deforum,
+    animatediff,
 )}
 
 # The config's engine settings: one of the engines' Settings, chosen by its `name`.

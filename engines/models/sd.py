@@ -258,13 +258,13 @@ def _tiny_controlnet(arch: dict[str, Any]) -> Any:
         return ControlNetModel(
             block_out_channels=(32, 64), layers_per_block=2, in_channels=4,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            conditioning_embedding_out_channels=(16, 32), attention_head_dim=(2, 4),
+            conditioning_embedding_out_channels=(8, 8, 8, 16), attention_head_dim=(2, 4),
             use_linear_projection=True, addition_embed_type="text_time",
             addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
             projection_class_embeddings_input_dim=80, cross_attention_dim=64, norm_num_groups=2)
     return ControlNetModel(block_out_channels=(32, 64), layers_per_block=2, in_channels=4,
                            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                           cross_attention_dim=32, conditioning_embedding_out_channels=(16, 32),
+                           cross_attention_dim=32, conditioning_embedding_out_channels=(8, 8, 8, 16),
                            norm_num_groups=2)
 
 

@@ -24,10 +24,12 @@ def seed_of(seed: int, index: int) -> int:
 
 
 def denoise(pipe: Any, base_scheduler: Any, kwargs: dict, steps: int, here: dict, carry: dict,
-            sink: Any, seed: int, checkpoint_every: int) -> Any:
+            sink: Any, seed: int, checkpoint_every: int, scale_supplied: bool = True) -> Any:
     """The batch's final latents (CPU), denoised from its last checkpoint in `here` (keys
     chunk, step, latents, scheduler, generator) or from the start. `carry`: what else every
-    checkpoint must hold (the engine's state between batches)."""
+    checkpoint must hold (the engine's state between batches). `scale_supplied`: the pipeline
+    multiplies supplied latents by the scheduler's init_noise_sigma (text-to-image pipelines
+    do; video-to-video ones do not)."""
     import torch
 
     index = int(here.get("chunk", 0))
@@ -45,7 +47,7 @@ def denoise(pipe: Any, base_scheduler: Any, kwargs: dict, steps: int, here: dict
         latents = here["latents"]
         pipe.scheduler = resume.resumed(base_scheduler, done, here.get("scheduler"))
         sigma = float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
-        if sigma != 1.0:  # SD-family pipelines scale supplied latents by it
+        if sigma != 1.0 and scale_supplied:  # undo the pipeline's scaling of supplied latents
             latents = latents / sigma
     else:
         pipe.scheduler = resume.fresh(base_scheduler)

@@ -33,7 +33,7 @@ def _extra(source: Any, cls_name: str, dtype: Any) -> Any:
 
     cls = getattr(diffusers, cls_name)
     kw = {"variant": source.rules.variant} if source.rules.variant else {}
-    return cls.from_pretrained(str(source.folder), torch_dtype=dtype, use_safetensors=True,
+    return cls.from_pretrained(str(source.folder), dtype=dtype, use_safetensors=True,
                                local_files_only=True, **kw)
 
 
@@ -57,7 +57,7 @@ def base(source: Any, settings: Any, device: Any, extras: dict[str, Any] | None 
     kw: dict[str, Any] = {"variant": rules.variant} if rules.variant else {}
     if rules.base == "sd15":
         kw.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe = cls.from_pretrained(str(source.folder), torch_dtype=dtype, use_safetensors=True,
+    pipe = cls.from_pretrained(str(source.folder), dtype=dtype, use_safetensors=True,
                                local_files_only=True, **kw)
     pipe.set_progress_bar_config(disable=True)
     loaded = {}
@@ -74,9 +74,11 @@ def extra(name: str) -> Any:
     return _KEPT["extras"][name]
 
 
-def derive(cls_name: str, settings: Any, device: Any, tag: str = "", **components: Any) -> Any:
+def derive(cls_name: str, settings: Any, device: Any, tag: str = "", setup: Any = None,
+           **components: Any) -> Any:
     """A pipeline of class `cls_name` sharing the base pipeline's components (plus
-    `components`), placed on `device` with the settings' offload; kept per (class, tag)."""
+    `components`), placed on `device` with the settings' offload; kept per (class, tag).
+    `setup(pipe)` runs once, when it is made (e.g. fusing LoRAs into its own UNet)."""
     import diffusers
 
     from engines.frames.diffusion.pipeline import place
@@ -91,6 +93,8 @@ def derive(cls_name: str, settings: Any, device: Any, tag: str = "", **component
     else:
         pipe = cls.from_pipe(base_pipe, **components)
     pipe.set_progress_bar_config(disable=True)
+    if setup is not None:
+        setup(pipe)
     place(pipe, "none" if settings.offload == "auto" else settings.offload, device)
     if settings.vae_tiling == "on" and hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
         pipe.vae.enable_tiling()
