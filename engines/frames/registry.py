@@ -11,7 +11,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from engines.frames import pixel_clip, vqgan_clip, wan
-from engines.frames import animatediff, deforum  # Stable Diffusion animation engines (issue 16)
+from engines.frames import animatediff, deforum, flow_restyle  # SD animation (issue 16)
 
 ENGINES: dict[str, Any] = {m.NAME: m for m in (
     vqgan_clip,
@@ -19,6 +19,7 @@ ENGINES: dict[str, Any] = {m.NAME: m for m in (
     wan,
     deforum,
     animatediff,
+    flow_restyle,
 )}
 
 # The config's engine settings: one of the engines' Settings, chosen by its `name`.
