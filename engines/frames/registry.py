@@ -11,7 +11,13 @@ from typing import Annotated, Any, Union
 from pydantic import Field
 
 from engines.frames import pixel_clip, vqgan_clip, wan
-from engines.frames import animatediff, deforum, flow_restyle  # SD animation (issue 16)
+from engines.frames import (  # Stable Diffusion animation and video-to-video (issue 16)
+    animatediff,
+    controlnet,
+    deforum,
+    flow_restyle,
+    pix2pix,
+)
 
 ENGINES: dict[str, Any] = {m.NAME: m for m in (
     vqgan_clip,
@@ -20,6 +26,8 @@ ENGINES: dict[str, Any] = {m.NAME: m for m in (
     deforum,
     animatediff,
     flow_restyle,
+    controlnet,
+    pix2pix,
 )}
 
 # The config's engine settings: one of the engines' Settings, chosen by its `name`.

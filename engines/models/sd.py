@@ -252,6 +252,19 @@ def _tiny_motion_adapter(arch: dict[str, Any]) -> Any:
 
 
 def _tiny_controlnet(arch: dict[str, Any]) -> Any:
+    """A ControlNetModel whose zero convolutions are not zero (a fresh ControlNet's are, so its
+    maps would have no effect at all: a twin that ignores its maps would test nothing)."""
+    import torch
+
+    net = _controlnet_layout(arch)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not torch.any(p):
+                p.normal_(0.0, 0.1)
+    return net
+
+
+def _controlnet_layout(arch: dict[str, Any]) -> Any:
     from diffusers import ControlNetModel
 
     if arch.get("base") == "sdxl":

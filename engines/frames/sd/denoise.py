@@ -24,12 +24,14 @@ def seed_of(seed: int, index: int) -> int:
 
 
 def denoise(pipe: Any, base_scheduler: Any, kwargs: dict, steps: int, here: dict, carry: dict,
-            sink: Any, seed: int, checkpoint_every: int, scale_supplied: bool = True) -> Any:
+            sink: Any, seed: int, checkpoint_every: int, scale_supplied: bool = True,
+            initial: Any = None) -> Any:
     """The batch's final latents (CPU), denoised from its last checkpoint in `here` (keys
     chunk, step, latents, scheduler, generator) or from the start. `carry`: what else every
     checkpoint must hold (the engine's state between batches). `scale_supplied`: the pipeline
     multiplies supplied latents by the scheduler's init_noise_sigma (text-to-image pipelines
-    do; video-to-video ones do not)."""
+    do; video-to-video ones do not). `initial`: the starting noise (unscaled), when the engine
+    draws it itself (e.g. the same noise for every frame); None: the pipeline draws it."""
     import torch
 
     index = int(here.get("chunk", 0))
@@ -41,7 +43,7 @@ def denoise(pipe: Any, base_scheduler: Any, kwargs: dict, steps: int, here: dict
     if done and "latents" in here and bool(here.get("final", False)):
         return here["latents"]
     generator = torch.Generator("cpu").manual_seed(seed_of(seed, index))
-    latents = None
+    latents = initial
     if done:
         generator.set_state(here["generator"])
         latents = here["latents"]
