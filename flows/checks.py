@@ -359,6 +359,7 @@ def check_semantics(cfg: Any) -> None:
             path, _w, _s = parse_image_prompt(spec, key=f"{key}.image_prompts.{j}")
             check_image_file(path, f"{key}.image_prompts.{j}")
         engine = ENGINES[settings.name]
+        _check_input_video(shot, plan, engine, settings, key, film.fps)
         with _setting_keys(cfg, shot, key, settings.name):
             if hasattr(engine, "check"):  # the engine's own rules (frame counts, sizes...)
                 engine.check(settings, plan, key)
@@ -451,6 +452,28 @@ def _check_downloaded(entry: Any, key: str, models_dir: Any) -> None:
                           f"{model_dir(entry, Path(models_dir))}",
                           f"runtime.download=false and {entry.repo} at revision {entry.revision} "
                           f"is not downloaded: run `{FETCH_HINT}` on a connected machine")
+
+
+def _check_input_video(shot: Any, plan: Any, engine: Any, settings: Any, key: str,
+                       fps: float) -> None:
+    """A shot's input video: taken by its engine (`input_video(settings)`: "required",
+    "optional" or None), an existing, decodable file whose length at the film's fps is the
+    shot's (engines/media/video.py)."""
+    wants = getattr(engine, "input_video", lambda s: None)(settings)
+    if shot.input_video is None:
+        if wants == "required":
+            raise ConfigError(f"{key}.input_video", None, "the path of a video for engine "
+                              f"{settings.name} to follow", f"{settings.name} works on a video")
+        return
+    if wants is None:
+        raise ConfigError(f"{key}.input_video", shot.input_video, f"null with engine "
+                          f"{settings.name}", "it takes no input video; engines that do: "
+                          "animatediff, controlnet, pix2pix, flow_restyle")
+    from engines.media.video import check_length, check_video
+
+    check_video(shot.input_video, f"{key}.input_video")
+    frames_key = f"{key}.frames"
+    check_length(shot.input_video, f"{key}.input_video", fps, plan.n_frames, frames_key)
 
 
 def _check_dead_model(entry: Any, key: str, models_dir: Any) -> None:

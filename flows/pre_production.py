@@ -13,6 +13,7 @@ from engines.models.registry import ModelEntry, Prepared
 from engines.planning.plan import ShotPlan
 from flows.config import RenderConfig
 from tasks.artefacts import Artefact
+from tasks.extract_video import with_input_frames
 from tasks.plan_timeline import plan_timeline
 from tasks.select_models import select_models
 
@@ -34,7 +35,7 @@ def model_entries(cfg: RenderConfig) -> tuple[ModelEntry, ...]:
 def pre_production(cfg: RenderConfig) -> tuple[Artefact, tuple[ShotPlan, ...],
                                                dict[str, Prepared]]:
     """(the timeline artefact, every shot's plan, {entry name: prepared model})."""
-    plans = cfg.shot_plans()
+    plans = with_input_frames(cfg.shot_plans(), cfg.runtime)  # input videos -> frames
     timeline = plan_timeline(film=cfg.film, plans=plans,
                              speeds=tuple(cfg.shot_speed(s) for s in cfg.film.shots),
                              runtime=cfg.runtime)

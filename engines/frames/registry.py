@@ -10,7 +10,21 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from engines.frames import cogvideox, hunyuan, ltx, mochi, pixel_clip, vqgan_clip, wan, zeroscope
+from engines.frames import (  # Stable Diffusion animation and video-to-video (issue 16)
+    animatediff,
+    cogvideox,
+    controlnet,
+    deforum,
+    flow_restyle,
+    hunyuan,
+    ltx,
+    mochi,
+    pix2pix,
+    pixel_clip,
+    vqgan_clip,
+    wan,
+    zeroscope,
+)
 
 ENGINES: dict[str, Any] = {m.NAME: m for m in (
     vqgan_clip,
@@ -21,6 +35,11 @@ ENGINES: dict[str, Any] = {m.NAME: m for m in (
     hunyuan,
     mochi,
     zeroscope,
+    deforum,
+    animatediff,
+    flow_restyle,
+    controlnet,
+    pix2pix,
 )}
 
 # The config's engine settings: one of the engines' Settings, chosen by its `name`.

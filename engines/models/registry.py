@@ -35,6 +35,8 @@ KINDS = {
     "musicgen": Kind("soundtrack/models", "soundtrack.model", "engines.models.audiocraft"),
     "cyclegan": Kind("refine/models", "refine.model", "engines.models.cyclegan"),
     "diffusers": Kind("diffusers", "engine.model", "engines.models.diffusers"),
+    "sd": Kind("sd", "engine.model", "engines.models.sd"),  # SD 1.5 / SDXL components
+    "flow": Kind("flow", "engine.flow_model", "engines.models.raft"),  # optical flow (RAFT)
 }
 KIND_DIRS = {k: v.conf_dir for k, v in KINDS.items()}  # registry folder of each kind, under conf/
 CONFIG_KEYS = {k: v.config_key for k, v in KINDS.items()}  # config key naming an entry of a kind

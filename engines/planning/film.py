@@ -74,6 +74,8 @@ class Shot(Frozen):
     motion: Motion = Motion()
     image_prompts: tuple[str, ...] = ()  # "path:weight[:stop]"
     init_image: str | None = None
+    input_video: str | None = Field(None, exclude_if=lambda v: v is None)  # a video the shot
+    # follows (ControlNet maps, restyling, editing): extracted at the film's fps (tasks/extract_video.py)
     continues: Literal["previous"] | None = Field(None, alias="continue")  # `continue: previous`:
     # start from the last frame of the shot before (engines that take an image)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # None: the film seed + the shot's index

@@ -47,6 +47,9 @@ class ShotPlan:
     # by production once that frame exists)
     border: str = "reflect"  # how camera motion fills what comes into view (motion.BORDERS)
     extra: dict[str, Any] = field(default_factory=dict)
+    input_video: str | None = None  # the shot's input video as the user gave it (never hashed)
+    input_frames: str | None = None  # its frames as pre-production extracted them (a folder
+    # named by the extraction's content key, tasks/extract_video.py)
 
     @property
     def n_frames(self) -> int:
@@ -61,6 +64,11 @@ class ShotPlan:
         out = {f: getattr(self, f) for f in self.__dataclass_fields__}
         if self.init_image is not None:
             out["init_image"] = PurePath(self.init_image).name
+        del out["input_video"]  # its content is hashed through input_frames
+        if self.input_frames is None:
+            del out["input_frames"]
+        else:  # <cache>/extract_video/<content key>/frames: the key names the content
+            out["input_frames"] = PurePath(self.input_frames).parent.name
         return out
 
     def head(self, n: int) -> ShotPlan:

@@ -91,7 +91,8 @@ def shot_plan(shot: Any, *, fps: float, width: int, height: int, seed: int, key:
                           for p in shot.image_prompts)
     return ShotPlan(name=shot.name, width=width, height=height, fps=fps, seed=seed,
                     frames=frames, image_prompts=image_prompts, init_image=shot.init_image,
-                    continues=shot.continues == "previous", border=m.border)
+                    continues=shot.continues == "previous", border=m.border,
+                    input_video=shot.input_video)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,17 @@ def plan(frames: int, width: int = WIDTH, height: int = HEIGHT):
     return ShotPlan("engine_test", width, height, 8.0, 11, moves)
 
 
+def with_input_video(shot, work: Path):
+    """The plan with a generated input video (a moving square), for engines that need one."""
+    import dataclasses
+
+    from tests.engines.sd_helpers import moving_square, write_frames
+
+    folder = write_frames(moving_square(shot.n_frames, shot.width, shot.height),
+                          work.parent / f"{work.name}-input")
+    return dataclasses.replace(shot, input_video=str(folder), input_frames=str(folder))
+
+
 def main(argv: list[str]) -> int:
     from engines.core.crash import CURRENT_TASK
     from engines.frames.registry import ENGINES
@@ -64,6 +75,8 @@ def main(argv: list[str]) -> int:
     engine = ENGINES[name]
     settings = engine.Settings.model_validate({**smoke_settings(name), "name": name})
     shot = plan(frames, *size(engine, settings))
+    if getattr(engine, "input_video", lambda s: None)(settings) == "required":
+        shot = with_input_video(shot, work)
     if hasattr(engine, "check"):
         engine.check(settings, shot, "film.shots.0")
     models = {kind: tuple(loaded.load(e, prepare(e, models_dir, download=False), "cpu")

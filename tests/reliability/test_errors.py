@@ -62,7 +62,8 @@ BY_ID = {r.id: r for r in ROWS}
 
 def make_inputs(tmp: Path) -> Path:
     """The files the rows name: a text file called .png, a GIF, an empty and a truncated PNG, a
-    folder called .png, a PNG whose header claims 100000x100000, an unreadable PNG, ..."""
+    folder called .png, a PNG whose header claims 100000x100000, an unreadable PNG, a text file
+    called .mp4, a 5-frame video, ..."""
     import struct
     import zlib
 
@@ -95,6 +96,11 @@ def make_inputs(tmp: Path) -> Path:
     locked = tmp / "locked.png"
     Image.new("RGB", (8, 8)).save(locked)
     locked.chmod(0)
+    # input videos (film.shots.N.input_video): text called .mp4; 5 frames where 16 are wanted
+    (tmp / "notes.mp4").write_text("not a video\n")
+    from samples.make_samples import pose_frames, write_mp4
+
+    write_mp4(pose_frames(5, 64, 64), tmp / "short.mp4", fps=8)
     return tmp.resolve()
 
 

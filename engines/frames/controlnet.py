@@ -1,0 +1,122 @@
+"""ControlNet video (Zhang et al. 2023, arXiv:2302.05543): every frame of the shot is drawn by
+Stable Diffusion (SD 1.5 or SDXL) following a map made from the matching frame of the shot's
+input video: its pose (`control: maps` with pose maps the user supplies: OpenPose-style skeletons
+drawn by any pose tool, one per frame; with an OpenPose ControlNet) or its structure
+(`control: canny`: edges found by OpenCV's Canny; with a Canny ControlNet). The frames are made
+consistent as Text2Video-Zero does for ControlNet video: the same starting noise for every frame
+and cross-frame attention to the first frame (engines/frames/sd/batched.py).
+
+Pipelines: diffusers' StableDiffusionControlNetPipeline / StableDiffusionXLControlNetPipeline.
+A pose detector (OpenPose, DWPose) is not included: supply the pose maps as the input video.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from engines.core.errors import ConfigError
+from engines.frames.sd import memory as sd_memory
+from engines.frames.sd.settings import SdSettings
+
+NAME = "controlnet"
+CODE_VERSION = "1"  # bump when the frames for the same settings would change
+MODELS = ("sd",)
+MEMORY_UNIT = ("batch_frames", "frames per batch")
+ROWS = 2  # guidance passes batched together (unconditional, text)
+PIPES = {"sd15": "StableDiffusionControlNetPipeline",
+         "sdxl": "StableDiffusionXLControlNetPipeline"}
+
+
+class Settings(SdSettings):
+    """ControlNet video settings (conf/engine/controlnet.yaml documents each key)."""
+
+    name: Literal["controlnet"] = NAME
+    controlnet: str = "controlnet_sd15_openpose"  # registry entry in conf/sd/ (a ControlNet of the model's base)
+    control: Literal["canny", "maps"] = "maps"  # canny: edges of the input video (OpenCV) | maps: its frames as they are
+    canny_low: int = Field(100, ge=0, le=255)  # control canny: lower hysteresis threshold
+    canny_high: int = Field(200, ge=0, le=255)  # control canny: upper hysteresis threshold
+    controlnet_scale: float = Field(1.0, ge=0)  # how strongly the maps steer
+    batch_frames: int = Field(8, ge=1)  # frames denoised together (frame 0 is repeated in every batch)
+    checkpoint_every: int = Field(5, gt=0)  # denoising steps between durable checkpoints
+
+
+def input_video(settings: Settings) -> str:
+    return "required"
+
+
+def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:
+    from engines.frames.sd.models import base_of, entry
+
+    model = entry(settings.model, "pipeline", "engine.model")
+    return {"sd": (model, entry(settings.controlnet, "controlnet", "engine.controlnet",
+                                base_of(model)))}
+
+
+def sources(models_: dict[str, tuple], settings: Settings) -> dict[str, Any]:
+    return {"model": models_["sd"][0], "controlnet": models_["sd"][1]}
+
+
+def check(settings: Settings, plan: Any, key: str) -> None:
+    from engines.frames.sd.models import check_size
+    from engines.models.sd import rules_of
+
+    model, net = models(settings, {})["sd"]
+    check_size(plan, rules_of(model), model.name)
+    follows = rules_of(net).control
+    if settings.control == "canny" and follows != "canny":
+        raise ConfigError("engine.control", settings.control, "maps for this ControlNet "
+                          f"(it follows {follows} maps: give them as the input video, "
+                          "control: maps), or a Canny ControlNet")
+
+
+def unet_frames(settings: Settings) -> int:
+    return settings.batch_frames
+
+
+def pipeline(settings: Settings, plan: Any, models_: dict[str, tuple], device: Any) -> tuple:
+    from engines.frames.sd import pipes
+
+    model, net = models_["sd"]
+    pipes.base(model, settings, device, {"controlnet": net})
+    pipe = pipes.derive(PIPES[model.rules.base], settings, device,
+                        controlnet=pipes.extra("controlnet"))
+    pipe.scheduler = pipes.scheduler(pipe, settings.scheduler)
+    return pipe, model.rules
+
+
+def call_kwargs(settings: Settings, plan: Any, idx: list[int], rules: Any, frames: list) -> dict:
+    from PIL import Image
+
+    from engines.frames.diffusion.render import prompt_text
+    from engines.frames.sd import inputs
+
+    texts = [prompt_text(plan.frames[i]) for i in idx]
+    maps = inputs.control_maps(frames, settings.control, settings.canny_low, settings.canny_high)
+    negatives = [", ".join(t for t in (settings.negative_prompt, neg) if t) for _, neg in texts]
+    return {"prompt": [p for p, _ in texts], "negative_prompt": negatives,
+            "image": [Image.fromarray(m) for m in maps], "height": plan.height,
+            "width": plan.width, "controlnet_conditioning_scale": settings.controlnet_scale,
+            "guidance_scale": settings.guidance if settings.guidance is not None
+            else rules.guidance}
+
+
+def render(settings: Settings, plan: Any, models_: dict[str, tuple], sink: Any, device: Any,
+           progress: Any = None) -> None:
+    import sys
+
+    from engines.frames.sd import batched
+
+    batched.render(sys.modules[__name__], settings, plan, models_, sink, device, progress)
+
+
+def meta_models(models_: dict[str, tuple], settings: Settings, device: Any) -> tuple:
+    import sys
+
+    return sd_memory.meta_models(sys.modules[__name__], models_, settings, device)
+
+
+memory_step = sd_memory.memory_step
+fit = sd_memory.fit
+memory_tips = sd_memory.memory_tips

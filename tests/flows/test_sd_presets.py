@@ -1,0 +1,60 @@
+"""The Stable Diffusion presets render end to end with `debug=smoke` on the CPU (tiny generated
+models in the published layouts; the imagery is noise): deforum_garden (zoom_garden's schedules
+through the deforum loop), restyle (flow_restyle) and pose_dance (controlnet with pose maps), the
+last two on small videos generated here by the same code that made their sample inputs. Kept
+short: a few frames each (deforum_garden at 0.5 fps keeps its keyframes at 0 s, 4 s, 8 s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from samples.make_samples import pose_frames, scene_frames, write_mp4
+from tests.helpers import run_cli
+
+SMOKE = ("debug=smoke", "soundtrack=none")
+
+
+def generated(tmp: Path) -> list:
+    """The engine's frames (the generate_frames artefact in the run's cache), as arrays."""
+    from PIL import Image
+
+    [folder] = (tmp / "cache" / "generate_frames").glob("*/frames")
+    return [np.asarray(Image.open(f)) for f in sorted(folder.glob("*.png"))]
+
+
+def render(tmp: Path, models: Path, film: str, *args: str):
+    run_cli(f"film={film}", *SMOKE, *args, cache=tmp / "cache", models=models,
+            run_dir=tmp / "run")
+    from engines.media.ffmpeg import probe
+
+    info = probe(tmp / "run" / f"{film}.mp4")
+    assert (info.width, info.height) == (96, 64)
+    return info
+
+
+@pytest.mark.slow
+def test_deforum_garden_renders_its_zoom(tmp_path, models_dir):
+    # 12 s at 0.5 fps = 6 frames (prompt keys at frames 0, 2, 4); the schedules keyed past frame 5
+    # are given as constants
+    out = render(tmp_path, models_dir, "deforum_garden", "film.fps=0.5",
+                 "film.shots.0.transition.frames=1", "film.shots.0.motion.translation_x='0:(1)'",
+                 "engine.strength_schedule='0:(0.6)'")
+    assert out.frames == 6
+    frames = generated(tmp_path)
+    assert len(frames) == 6 and frames[0].shape[:2] == (64, 96)
+    assert (frames[5] != frames[0]).any()  # the zoom moves it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("film,make", [("restyle", scene_frames), ("pose_dance", pose_frames)])
+def test_video_presets_render_a_generated_input(tmp_path, models_dir, film, make):
+    video = write_mp4(make(3, 96, 64), tmp_path / f"{film}-input.mp4", fps=8)
+    out = render(tmp_path, models_dir, film, f"film.shots.0.input_video={video}",
+                 "film.shots.0.frames=3")
+    assert out.frames == 3
+    frames = generated(tmp_path)
+    assert len(frames) == 3 and frames[0].shape[:2] == (64, 96)
+    assert any((f != frames[0]).any() for f in frames[1:])  # it follows the moving input
