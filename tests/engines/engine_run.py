@@ -2,7 +2,8 @@
 generate_frames task does (memory preflight, the engine's render, a DirectorySink), in this
 process: `python tests/engines/engine_run.py <engine> <work dir> <models dir> <frames>`.
 
-The engine's settings are its smoke settings (`engines.<name>` in conf/debug/smoke.yaml) and its
+The engine's settings are its smoke settings (`engines.<name>` in conf/debug/smoke.yaml, with an
+optional fifth argument, a JSON object of settings over them) and its
 models the debug=smoke choices, so any engine in the registry runs here without code of its own.
 The crash-test hook is armed by $PROMPTREEL_TEST_KILL_AT (`generate_frames:<point>`), as in a
 real render. tests/engines/test_engines.py runs it.
@@ -10,6 +11,7 @@ real render. tests/engines/test_engines.py runs it.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -72,8 +74,9 @@ def main(argv: list[str]) -> int:
     from tasks.generate_frames import render_shot
 
     name, work, models_dir, frames = argv[0], Path(argv[1]), Path(argv[2]), int(argv[3])
+    extra = json.loads(argv[4]) if len(argv) > 4 else {}  # settings over the smoke ones
     engine = ENGINES[name]
-    settings = engine.Settings.model_validate({**smoke_settings(name), "name": name})
+    settings = engine.Settings.model_validate({**smoke_settings(name), **extra, "name": name})
     shot = plan(frames, *size(engine, settings))
     if getattr(engine, "input_video", lambda s: None)(settings) == "required":
         shot = with_input_video(shot, work)
