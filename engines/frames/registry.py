@@ -17,6 +17,7 @@ from engines.frames import (  # Stable Diffusion animation and video-to-video (i
     deforum,
     flow_restyle,
     pix2pix,
+    text2video_zero,
 )
 
 ENGINES: dict[str, Any] = {m.NAME: m for m in (
@@ -28,6 +29,7 @@ ENGINES: dict[str, Any] = {m.NAME: m for m in (
     flow_restyle,
     controlnet,
     pix2pix,
+    text2video_zero,
 )}
 
 # The config's engine settings: one of the engines' Settings, chosen by its `name`.
