@@ -10,7 +10,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import Field
 
-from engines.frames import (  # Stable Diffusion animation and video-to-video (issue 16)
+from engines.frames import (
     animatediff,
     cogvideox,
     controlnet,
@@ -21,6 +21,7 @@ from engines.frames import (  # Stable Diffusion animation and video-to-video (i
     mochi,
     pix2pix,
     pixel_clip,
+    text2video_zero,
     vqgan_clip,
     wan,
     zeroscope,
@@ -40,6 +41,7 @@ ENGINES: dict[str, Any] = {m.NAME: m for m in (
     flow_restyle,
     controlnet,
     pix2pix,
+    text2video_zero,
 )}
 
 # The config's engine settings: one of the engines' Settings, chosen by its `name`.
