@@ -30,7 +30,9 @@ TEXT_LEN = 512  # Wan's max_sequence_length
 
 
 def tiny_entries() -> list[tuple[Any, Any]]:
-    """(registry entry, engine module) of every generated diffusers entry an engine runs."""
+    """(registry entry, engine module) of every generated diffusers entry an engine runs from
+    text alone (image-only twins need a start image the bench does not make)."""
+    from engines.frames.diffusion.rules import needs_image
     from engines.frames.registry import ENGINES
     from engines.models.diffusers import rules_of
     from engines.models.registry import list_entries, load_entry
@@ -40,7 +42,8 @@ def tiny_entries() -> list[tuple[Any, Any]]:
     for name in list_entries("diffusers", common.CONF):
         entry = load_entry("diffusers", name, common.CONF)
         engine = families.get(rules_of(entry).family)
-        if entry.source == "generated" and engine is not None:
+        if entry.source == "generated" and engine is not None and not needs_image(
+                rules_of(entry)):
             out.append((entry, engine))
     return out
 
