@@ -303,9 +303,9 @@ def largest_count(tracer: MemoryTracer, settings: Any, width: int, height: int, 
 def suggestions(tracer: MemoryTracer, settings: Any, width: int, height: int, free: int) -> dict:
     """What would fit in `free` bytes: {"size": (w, h) with the same settings or None,
     "count": the most units (MEMORY_UNIT) at this size or None}. Sizes keep the aspect, both
-    sides a multiple of the hook `size_multiple(tracer)` where there is one (else width in
+    sides a multiple of the hook `memory_size_multiple(tracer)` where there is one (else width in
     steps of 16, height even)."""
-    multiple = hook(tracer, "size_multiple")
+    multiple = hook(tracer, "memory_size_multiple")
     multiple = multiple(tracer) if multiple is not None else None
     step = multiple or 16
     size_units = _largest(1, max(1, width // step), lambda u: fits(
@@ -344,7 +344,7 @@ def _what_fits(tracer: MemoryTracer, settings: Any, width: int, height: int, fre
     tips = suggestions(tracer, settings, width, height, free)
     if tips["size"]:
         return f"resolution {tips['size'][0]}x{tips['size'][1]} with these settings"
-    multiple = hook(tracer, "size_multiple")
+    multiple = hook(tracer, "memory_size_multiple")
     multiple = multiple(tracer) if multiple is not None else None
     small = _scaled(width, height, 1, multiple or 16, multiple or 2)
     floor = tracer.working(settings, *small)

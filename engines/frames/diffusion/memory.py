@@ -88,7 +88,7 @@ def meta_models(engine: Any, models: dict[str, tuple], settings: Any, device: An
             "largest": {k: nbytes(k, v) for k, v in big.items()},
             # estimate hooks every diffusion engine shares (engines/frames/memory.py `hook`)
             "memory_count": memory_count, "memory_counts": memory_counts,
-            "size_multiple": size_multiple,
+            "memory_size_multiple": size_multiple,
             "transformer": _build_meta(source.folder, getattr(engine, "DENOISER",
                                                                "transformer")).to(dtype),
             "vae": _build_meta(source.folder, "vae").to(
