@@ -3,6 +3,7 @@ it stops with the render, and it does not outlive a render killed with `kill -9`
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
