@@ -26,6 +26,7 @@ frame being diffused (a few seconds on a GPU). 3D mode (depth-based warps) is no
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import Field
@@ -208,7 +209,7 @@ def render(settings: Settings, plan: Any, models_: dict[str, tuple], sink: Any, 
                started)
         committed = 1
     keys = keyframes(n, settings.cadence)
-    for a, b in zip(keys, keys[1:]):
+    for a, b in pairwise(keys):
         if b < committed:
             continue
         if int(state["a"]) != a:

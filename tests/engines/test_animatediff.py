@@ -43,7 +43,7 @@ def test_motion_lora_is_fused(tmp_path, models_dir):
     fused = render_here("animatediff", tmp_path / "lora", models_dir, {
         "frames": 2, "settings": {**TINY, "steps": 2,
                                   "motion_loras": ["generated_motion_lora_tiny"]}})
-    assert any((a != b).any() for a, b in zip(base, fused))
+    assert any((a != b).any() for a, b in zip(base, fused, strict=True))
 
 
 def test_lora_keys_in_every_layout():

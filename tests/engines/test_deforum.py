@@ -5,6 +5,8 @@ schedules are refused."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from engines.core.errors import ConfigError
@@ -38,7 +40,7 @@ def test_moving_camera_at_strength_0_is_the_warp_of_the_previous_frame(tmp_path,
     move = {"zoom": 1.05, "angle": 2.0, "translation_x": 1.5, "translation_y": -1.0}
     frames = render_here("deforum", tmp_path / "move", models_dir, {
         "frames": 3, "motion": move, "settings": {"model": "generated_sd15_tiny", **STILL}})
-    for prev, cur in zip(frames, frames[1:]):
+    for prev, cur in pairwise(frames):
         warped = camera.to_uint8(camera.warp_uint8(prev.astype(np.uint8), camera.frame_move(
             type("F", (), move)), "reflect")).astype(np.int16)
         assert np.abs(cur - warped).max() <= 1  # one resample, rounded once

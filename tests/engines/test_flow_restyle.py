@@ -9,6 +9,7 @@ visible and unchanged, so it keeps its restyled value)."""
 from __future__ import annotations
 
 import hashlib
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def test_a_still_video_gives_a_still_result(tmp_path, models_dir):
     video = write_frames(moving_square(4, still=True), tmp_path / "still")
     frames = render_here("flow_restyle", tmp_path / "out", models_dir, {
         "frames": 4, "input_frames": str(video), "settings": SETTINGS})
-    for prev, cur in zip(frames, frames[1:]):
+    for prev, cur in pairwise(frames):
         change = np.abs(cur - prev)
         assert change.max() <= 1 and change.mean() <= 0.5
     assert np.abs(frames[0] - np.asarray(moving_square(1)[0], dtype=np.int16)).mean() > 1  # restyled
@@ -62,7 +63,7 @@ def test_a_moving_video_is_redrawn_where_it_changes(tmp_path, models_dir):
     video = write_frames(moving_square(3), tmp_path / "moving")
     frames = render_here("flow_restyle", tmp_path / "out", models_dir, {
         "frames": 3, "input_frames": str(video), "settings": SETTINGS})
-    assert len(frames) == 3 and any(np.abs(b - a).max() > 0 for a, b in zip(frames, frames[1:]))
+    assert len(frames) == 3 and any(np.abs(b - a).max() > 0 for a, b in pairwise(frames))
 
 
 def test_torchvision_weights_are_checked_and_converted(tmp_path):
