@@ -27,6 +27,9 @@ DEFAULTS: dict[str, str] = {
     # seconds a temporary server may take to answer (2-core machines: 8-16 s, once over 20 s)
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
     "PREFECT_LOGGING_LEVEL": "INFO",
+    # promptreel's own log lines outside a flow run (the sweep summary, written after the jobs'
+    # flows) stay on the console; Prefect would warn that it cannot send them to its API
+    "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     # Hugging Face tokenizers: no fork warning, no thread pool per process
     "TOKENIZERS_PARALLELISM": "false",
     # the hub stays offline: model downloads go through engines/models/weights.py only

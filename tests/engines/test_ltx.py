@@ -71,9 +71,9 @@ def test_long_shot_chunks_start_from_the_previous_chunk_and_resume_exactly(model
     used = []
     real = loader.load
 
-    def spy(source, settings, device, *, image=False):
+    def spy(source, settings, device, *, image=False, engine=None):
         used.append(image)
-        return real(source, settings, device, image=image)
+        return real(source, settings, device, image=image, engine=engine)
 
     monkeypatch.setattr(loader, "load", spy)
     shot = video_run.plan(12, W, H)  # chunks of 9 frames overlapping by 2: frames 0-8, 7-15

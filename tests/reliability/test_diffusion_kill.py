@@ -77,13 +77,13 @@ OOM_ONCE = """
 import torch
 from engines.frames import wan
 _decode, _calls = wan.decode, []
-def decode(pipe, latents):
+def decode(pipe, latents, **chunk):
     _calls.append(getattr(pipe.vae, "use_tiling", None))
     if len(_calls) == 1:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated in the VAE decode)")
     assert pipe.vae.use_tiling, "the retry should decode with VAE tiling"
     print("decode retried with tiling", flush=True)
-    return _decode(pipe, latents)
+    return _decode(pipe, latents, **chunk)
 wan.decode = decode
 """
 

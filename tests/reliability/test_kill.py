@@ -59,6 +59,8 @@ KILLS = {  # task -> kill point, in the order the DAG reaches them
     "export_video": "export_video:ffmpeg",
     SCORE_TASK: f"{SCORE_TASK}:commit",  # the run report's CLIP scores, after run.json
 }
+# tasks only a film with an input video reaches: killed on one (test at the end of this file)
+KILLS_ELSEWHERE = {"extract_video": "extract_video:ffmpeg"}
 CACHED = [stage for stage in KILLS if stage != "select_models"]  # outputs in the cache
 SMOKE_MODELS = {"clip/generated_clip_tiny", "vqgan/generated_vqgan_f16_tiny",
                 "musicgen/generated_musicgen_tiny"}  # select_models' entries
@@ -143,7 +145,7 @@ def chain(reference: Reference, tmp_path_factory: pytest.TempPathFactory) -> Cha
 def test_every_task_is_killed() -> None:
     tasks = {p.stem for p in (ROOT / "tasks").glob("*.py")
              if re.search(r"^@task\(", p.read_text(), re.M)}
-    assert tasks | {SCORE_TASK} == set(KILLS)
+    assert tasks | {SCORE_TASK} == set(KILLS) | set(KILLS_ELSEWHERE)
 
 
 @pytest.mark.parametrize("stage", CACHED)
@@ -255,3 +257,26 @@ def test_no_stale_work_dir_or_temporary_file_is_left(chain: Chain) -> None:
     leftovers = [p for p in chain.cache.rglob("*")
                  if p.name.endswith((".work", ".corrupt")) or is_temporary(p.name)]
     assert leftovers == []
+
+
+def test_a_kill_while_extracting_an_input_video_commits_nothing_and_the_rerun_finishes(
+        tmp_path: Path, models_dir: Path) -> None:
+    """`extract_video` (pre-production, films with an input video) killed inside its ffmpeg:
+    nothing committed, and the same command again extracts it once and finishes the film."""
+    from samples.make_samples import scene_frames, write_mp4
+    from tests.helpers import run_cli
+
+    video = write_mp4(scene_frames(3, 96, 64), tmp_path / "input.mp4", fps=8)
+    args = ("film=restyle", "debug=smoke", "soundtrack=none", f"film.shots.0.input_video={video}",
+            "film.shots.0.frames=3")
+    cache = tmp_path / "cache"
+    killed = run_cli(*args, cache=cache, models=models_dir, run_dir=tmp_path / "killed",
+                     check=False, extra_env={KILL_ENV: KILLS_ELSEWHERE["extract_video"]})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert "extract_video" not in {task for task, _ in stamps(cache)}
+    assert list((cache / "extract_video").glob("*.work"))  # it was killed at work, not before
+    run_cli(*args, cache=cache, models=models_dir, run_dir=tmp_path / "run")
+    assert [task for task, _ in stamps(cache)].count("extract_video") == 1
+    assert (tmp_path / "run" / "restyle.mp4").exists()
+    assert [p for p in cache.rglob("*")
+            if p.name.endswith((".work", ".corrupt")) or is_temporary(p.name)] == []
