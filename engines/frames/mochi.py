@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from engines.frames.diffusion import memory as diffusion_memory
 from engines.frames.diffusion import render as diffusion_render
-from engines.frames.diffusion import rules as diffusion_rules
+from engines.frames.diffusion import seam
 from engines.frames.diffusion.settings import DiffusionSettings
 
 NAME = "mochi"
@@ -30,17 +29,8 @@ class Settings(DiffusionSettings):
     model: str = "mochi_1_preview"  # registry entry under conf/diffusers/
 
 
-def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:
-    return {"diffusers": (diffusion_rules.entry_for(settings, FAMILY, "engine"),)}
-
-
-def check(settings: Settings, plan: Any, key: str) -> None:
-    diffusion_rules.check(settings, plan, key, FAMILY)
-
-
-def size_multiple(settings: Settings) -> int:
-    """Frame sides must be multiples of this for the settings' model."""
-    return diffusion_rules.size_multiple(settings, FAMILY)
+models, check, size_multiple, render, meta_models, memory_step, fit, memory_tips = (
+    seam.hooks(__name__, FAMILY))  # engines/frames/diffusion/seam.py
 
 
 def call_kwargs(settings: Settings, rules: Any, frames: int, width: int, height: int,
@@ -75,25 +65,6 @@ def decode(pipe: Any, latents: Any, **_: Any) -> Any:
     with torch.no_grad():
         video = vae.decode(lat, return_dict=False)[0]
     return diffusion_render.to_frames(pipe, video)
-
-
-def render(settings: Settings, plan: Any, models: dict[str, tuple], sink: Any, device: Any,
-           progress: Any = None) -> None:
-    import sys
-
-    diffusion_render.render(sys.modules[__name__], settings, plan, models, sink, device,
-                            progress)
-
-
-def meta_models(models: dict[str, tuple], settings: Settings, device: Any) -> tuple:
-    import sys
-
-    return diffusion_memory.meta_models(sys.modules[__name__], models, settings, device)
-
-
-memory_step = diffusion_memory.memory_step
-fit = diffusion_memory.fit
-memory_tips = diffusion_memory.memory_tips
 
 
 def latent_factors(vae: Any) -> tuple[int, int, int]:
