@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from engines.core.errors import ConfigError
+from engines.frames.sd import batched as sd_batched
 from engines.frames.sd import memory as sd_memory
 from engines.frames.sd.settings import SdSettings
 
@@ -89,34 +90,15 @@ def pipeline(settings: Settings, plan: Any, models_: dict[str, tuple], device: A
 def call_kwargs(settings: Settings, plan: Any, idx: list[int], rules: Any, frames: list) -> dict:
     from PIL import Image
 
-    from engines.frames.diffusion.render import prompt_text
     from engines.frames.sd import inputs
 
-    texts = [prompt_text(plan.frames[i]) for i in idx]
     maps = inputs.control_maps(frames, settings.control, settings.canny_low, settings.canny_high)
-    negatives = [", ".join(t for t in (settings.negative_prompt, neg) if t) for _, neg in texts]
-    return {"prompt": [p for p, _ in texts], "negative_prompt": negatives,
+    return {**sd_batched.prompts(settings, plan, idx),
             "image": [Image.fromarray(m) for m in maps], "height": plan.height,
             "width": plan.width, "controlnet_conditioning_scale": settings.controlnet_scale,
             "guidance_scale": settings.guidance if settings.guidance is not None
             else rules.guidance}
 
 
-def render(settings: Settings, plan: Any, models_: dict[str, tuple], sink: Any, device: Any,
-           progress: Any = None) -> None:
-    import sys
-
-    from engines.frames.sd import batched
-
-    batched.render(sys.modules[__name__], settings, plan, models_, sink, device, progress)
-
-
-def meta_models(models_: dict[str, tuple], settings: Settings, device: Any) -> tuple:
-    import sys
-
-    return sd_memory.meta_models(sys.modules[__name__], models_, settings, device)
-
-
-memory_step = sd_memory.memory_step
-fit = sd_memory.fit
-memory_tips = sd_memory.memory_tips
+render = sd_batched.renderer(__name__)  # engines/frames/sd/batched.py
+meta_models, memory_step, fit, memory_tips = sd_memory.hooks(__name__)  # engines/frames/sd/memory.py

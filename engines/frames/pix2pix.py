@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from engines.frames.sd import batched as sd_batched
 from engines.frames.sd import memory as sd_memory
 from engines.frames.sd.settings import SdSettings
 
@@ -73,38 +74,19 @@ def pipeline(settings: Settings, plan: Any, models_: dict[str, tuple], device: A
     pipes.base(model, settings, device)
     pipe = pipes.derive(pipes.BASE_CLASSES[("pix2pix", model.rules.base)], settings, device)
     # Euler, not the checkpoint's ancestral Euler: ancestral steps add fresh noise to every frame
-    # (different frames would drift apart), and Euler resumes exactly mid-batch
+    # (different frames would drift apart)
     pipe.scheduler = pipes.scheduler(pipe, settings.scheduler, "EulerDiscreteScheduler")
     return pipe, model.rules
 
 
 def call_kwargs(settings: Settings, plan: Any, idx: list[int], rules: Any, frames: list) -> dict:
-    from engines.frames.diffusion.render import prompt_text
     from engines.frames.sd import inputs
 
-    texts = [prompt_text(plan.frames[i]) for i in idx]
-    negatives = [", ".join(t for t in (settings.negative_prompt, neg) if t) for _, neg in texts]
-    return {"prompt": [p for p, _ in texts], "negative_prompt": negatives,
+    return {**sd_batched.prompts(settings, plan, idx),
             "image": inputs.as_tensor(frames), "image_guidance_scale": settings.image_guidance,
             "guidance_scale": settings.guidance if settings.guidance is not None
             else rules.guidance}
 
 
-def render(settings: Settings, plan: Any, models_: dict[str, tuple], sink: Any, device: Any,
-           progress: Any = None) -> None:
-    import sys
-
-    from engines.frames.sd import batched
-
-    batched.render(sys.modules[__name__], settings, plan, models_, sink, device, progress)
-
-
-def meta_models(models_: dict[str, tuple], settings: Settings, device: Any) -> tuple:
-    import sys
-
-    return sd_memory.meta_models(sys.modules[__name__], models_, settings, device)
-
-
-memory_step = sd_memory.memory_step
-fit = sd_memory.fit
-memory_tips = sd_memory.memory_tips
+render = sd_batched.renderer(__name__)  # engines/frames/sd/batched.py
+meta_models, memory_step, fit, memory_tips = sd_memory.hooks(__name__)  # engines/frames/sd/memory.py

@@ -178,12 +178,4 @@ def render(settings: Settings, plan: Any, models_: dict[str, tuple], sink: Any, 
         committed = max(committed, idx[-1] + 1)
 
 
-def meta_models(models_: dict[str, tuple], settings: Settings, device: Any) -> tuple:
-    import sys
-
-    return sd_memory.meta_models(sys.modules[__name__], models_, settings, device)
-
-
-memory_step = sd_memory.memory_step
-fit = sd_memory.fit
-memory_tips = sd_memory.memory_tips
+meta_models, memory_step, fit, memory_tips = sd_memory.hooks(__name__)  # engines/frames/sd/memory.py

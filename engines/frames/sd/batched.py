@@ -20,6 +20,28 @@ from collections.abc import Iterator
 from typing import Any
 
 
+def prompts(settings: Any, plan: Any, idx: list[int]) -> dict[str, Any]:
+    """The batch's prompt arguments: each frame's prompt, and its negative prompt after the
+    engine's own (`negative_prompt`)."""
+    from engines.frames.diffusion.render import prompt_text
+
+    texts = [prompt_text(plan.frames[i]) for i in idx]
+    return {"prompt": [p for p, _ in texts],
+            "negative_prompt": [", ".join(t for t in (settings.negative_prompt, neg) if t)
+                                for _, neg in texts]}
+
+
+def renderer(module: str) -> Any:
+    """`render(settings, plan, models, sink, device, progress)` of batch engine module
+    `module` (its name; looked up when called): this module's loop."""
+    import sys
+
+    def render_shot(settings: Any, plan: Any, models_: dict[str, tuple], sink: Any,
+                    device: Any, progress: Any = None) -> None:
+        render(sys.modules[module], settings, plan, models_, sink, device, progress)
+
+    return render_shot
+
 def batches(n: int, size: int) -> list[list[int]]:
     """Frame indices of each batch: [0..size-1], then [0] + the next size-1 frames, ..."""
     out = [list(range(min(size, n)))]

@@ -158,3 +158,14 @@ def memory_tips(tracer: Any, settings: Any, width: int, height: int, free: int) 
         tips.append(f"engine.offload={offload} needs about {need / GIB:.1f} GiB"
                     f" ({'fits' if fits(need, free) else 'still too much'})")
     return tips
+
+
+def hooks(module: str) -> tuple:
+    """(meta_models, memory_step, fit, memory_tips) of Stable Diffusion engine module `module`
+    (its name; looked up when called), the estimate every SD engine shares."""
+    import sys
+
+    def engine_meta_models(models: dict[str, tuple], settings: Any, device: Any) -> tuple:
+        return meta_models(sys.modules[module], models, settings, device)
+
+    return engine_meta_models, memory_step, fit, memory_tips
