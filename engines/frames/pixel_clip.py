@@ -421,22 +421,11 @@ class _Run:
         return out
 
     def _encode(self, pi: int, views: Any) -> Any:
-        import torch
-
-        from engines.guidance.clip_guide import autocast, param_dtype
+        from engines.guidance.clip_guide import encode_views
 
         perc = self.perceptors[pi]
-        x = (views - perc.mean) / perc.std
-        if self.s.path == "reference":
-            with autocast(self.device, False):
-                return torch.cat([perc.model.encode_image(x[i:i + 1]).float()
-                                  for i in range(x.shape[0])])
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        elif self.device.type == "meta":  # a memory trace: bf16 weights stand in for autocast
-            x = x.to(param_dtype(perc.model))
-        with autocast(self.device, True):
-            return self.encode_image(perc.model, x).float()
+        return encode_views(perc.model, (views - perc.mean) / perc.std, self.s.path, self.device,
+                            self.encode_image)
 
     def text_loss(self, frame: Any, targets: list) -> Any:
         """Paper Eq. 1 for this iteration's perceptor(s); a 0-dim tensor (0 with no targets)."""

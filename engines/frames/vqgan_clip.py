@@ -81,13 +81,8 @@ from pydantic import Field, field_validator
 
 from engines.core.errors import ConfigError
 from engines.frames.base import EngineSettings
-from engines.guidance.clip_guide import (
-    AUGMENTS,
-    COMPILE_MODES,
-    CUT_METHODS,
-    DEFAULT_AUGMENTS,
-    NERDY_AUGMENTS,
-)
+from engines.guidance.clip_guide import COMPILE_MODES
+from engines.guidance.cutouts import AUGMENTS, CUT_METHODS, DEFAULT_AUGMENTS, NERDY_AUGMENTS
 
 NAME = "vqgan_clip"
 CODE_VERSION = "3"  # bump when the frames for the same settings would change (2: channels_last; 3: Deforum motion order, story phrases, image prompts through cutouts)

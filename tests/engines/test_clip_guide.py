@@ -11,16 +11,14 @@ torch = pytest.importorskip("torch")
 
 from engines.core.errors import ConfigError  # noqa: E402
 from engines.guidance.clip_guide import (  # noqa: E402
-    AUGMENTS,
-    Cutouts,
     Guide,
-    check_augments,
     clamp_with_grad,
     clip_similarity,
     embed_images,
     embed_texts,
     spherical_dist_loss,
 )
+from engines.guidance.cutouts import AUGMENTS, Cutouts, check_augments  # noqa: E402
 from engines.planning.prompts import Prompt  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -306,7 +304,7 @@ def test_pooling_cutouts_are_the_whole_image_pooled():
 
 
 def test_nerdyrodent_augment_codes_are_deterministic_and_not_mixed():
-    from engines.guidance.clip_guide import NERDY_DEFAULT, check_augments
+    from engines.guidance.cutouts import NERDY_DEFAULT, check_augments
 
     cut = Cutouts(32, 4, 1.0, NERDY_DEFAULT)
     a, b = cut(image(), gen(1), gen(2)), cut(image(), gen(1), gen(2))
