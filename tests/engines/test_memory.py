@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from engines.frames import memory  # noqa: E402
 from engines.frames import pixel_clip as P  # noqa: E402
 from engines.frames import vqgan_clip as V  # noqa: E402
+from engines.guidance import vq_latent  # noqa: E402
 from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
 from engines.planning.prompts import Prompt  # noqa: E402
 
@@ -85,7 +86,7 @@ def test_meta_estimate_equals_the_real_allocations(models, engine, size):
     settings = V.Settings(cutn=8) if engine == "vqgan_clip" else P.Settings()
     module = V if engine == "vqgan_clip" else P
     if engine == "vqgan_clip":  # the model in the path's memory format, as in a render
-        V.prepare_model(models["vqgan"], settings)
+        vq_latent.prepare_model(models["vqgan"], settings)
     module.memory_step(settings, *size, real(models), device="cpu")
     with memory.live_bytes() as traced:
         module.memory_step(settings, *size, real(models), device="cpu")

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 
 from engines.core.errors import ConfigError  # noqa: E402
 from engines.frames import pixel_clip as P  # noqa: E402
+from engines.guidance import pixel_views  # noqa: E402
 from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
 from engines.planning.prompts import Prompt  # noqa: E402
 
@@ -152,14 +153,14 @@ def test_alternating_perceptors_use_one_per_iteration(clip, monkeypatch):
 
 def test_augment_shapes_and_crop_windows():
     g = torch.Generator().manual_seed(0)
-    wins = P.crop_windows(36, 64, 200, (0.7, 0.999), g)
+    wins = pixel_views.crop_windows(36, 64, 200, (0.7, 0.999), g)
     areas = [h * w / (36 * 64) for _, _, h, w in wins]
     assert min(areas) > 0.6 and max(areas) <= 1.0
     assert all(0 <= t <= 36 - h and 0 <= left <= 64 - w for t, left, h, w in wins)
     img = torch.rand(1, 3, 36, 64)
-    views = P.augment(img, 32, 4, (0.7, 0.999), 0.2, g, torch.Generator().manual_seed(1))
+    views = pixel_views.augment(img, 32, 4, (0.7, 0.999), 0.2, g, torch.Generator().manual_seed(1))
     assert views.shape == (4, 3, 32, 32)
-    ident = P.augment(img, 64, 1, (1.0, 1.0), 0.0, g, torch.Generator().manual_seed(1))
+    ident = pixel_views.augment(img, 64, 1, (1.0, 1.0), 0.0, g, torch.Generator().manual_seed(1))
     full = torch.nn.functional.interpolate(img, (64, 64), mode="bilinear", antialias=True)
     assert torch.allclose(ident, full, atol=1e-5)
 
@@ -303,15 +304,15 @@ def test_summed_views_are_n_times_the_mean(clip):
 def test_perspective_crop_views():
     g, d = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     black = torch.zeros(1, 3, 36, 64)
-    views = P.perspective_crop(black, 32, 4, (0.7, 0.999), 0.5, g, d)
+    views = pixel_views.perspective_crop(black, 32, 4, (0.7, 0.999), 0.5, g, d)
     assert views.shape == (4, 3, 32, 32)
     assert float(views.max()) > 0.5  # the perspective brings white fill into view
     # no distortion, the whole square frame: the frame itself
     img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    same = P.perspective_crop(img, 32, 1, (1.0, 1.0), 0.0, g, d)
+    same = pixel_views.perspective_crop(img, 32, 1, (1.0, 1.0), 0.0, g, d)
     assert torch.allclose(same, img, atol=1e-5)
     # torchvision's window rule: area fraction in the range, aspect 3/4..4/3, inside the frame
-    for t, left, h, w in P.resized_crop_windows(224, 398, 100, (0.7, 0.999), g):
+    for t, left, h, w in pixel_views.resized_crop_windows(224, 398, 100, (0.7, 0.999), g):
         assert 0.69 < h * w / (224 * 398) < 1.0 and 3 / 4 - 0.02 < w / h < 4 / 3 + 0.02
         assert 0 <= t <= 224 - h and 0 <= left <= 398 - w
 

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from engines.core.errors import ConfigError  # noqa: E402
 from engines.frames import vqgan_clip as V  # noqa: E402
+from engines.guidance import vq_latent  # noqa: E402
 from engines.planning.plan import FramePlan, ShotPlan  # noqa: E402
 from engines.planning.prompts import Prompt  # noqa: E402
 
@@ -192,7 +193,7 @@ def test_missing_init_image_names_the_file(models, tmp_path):
 
 @pytest.mark.parametrize("vq", ["f16", "gumbel"])
 def test_quantise_snaps_to_the_codebook_straight_through(models, vq):
-    q = V._VQ(models[vq])
+    q = vq_latent.VQ(models[vq])
     assert q.factor == (16 if vq == "f16" else 8) and q.gumbel == (vq == "gumbel")
     z = (torch.randn(1, q.codebook.shape[1], 2, 3) * q.codebook.std()).requires_grad_(True)
     zq = q.quantise(z)
@@ -341,11 +342,11 @@ def test_fast_and_reference_paths_agree(models):
 def test_decoder_checkpointing_gives_the_same_values_and_frames(models):
     vq = models["f16"]
     quant = torch.randn(1, 32, 4, 6, requires_grad=True)
-    out = V._decode(vq, quant)
+    out = vq_latent._decode(vq, quant)
     out.square().sum().backward()
     grad, quant.grad = quant.grad, None
     with torch.enable_grad():
-        ck = V._decode_checkpointed(vq, quant)
+        ck = vq_latent._decode_checkpointed(vq, quant)
         ck.square().sum().backward()
     assert torch.equal(out, ck) and torch.equal(grad, quant.grad)
     p = plan(2, width=96, height=64)
