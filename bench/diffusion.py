@@ -163,7 +163,7 @@ def run(device: str, models: Path | None, steps: int, real: bool = True) -> dict
 
 
 def markdown(d: dict[str, Any]) -> str:
-    from bench.run import GB, GIB, table
+    from bench.common import GB, GIB, table
 
     out = [f"Seconds per denoising step on {d['device']} (tiny random-weight twins at their "
            f"own size and clip length, {d['steps']} steps, the first not counted, best of 2; "

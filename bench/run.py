@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from bench.common import GB, GIB, table
 from engines.core.device import pick_device
 
 DOC = common.ROOT / "docs" / "benchmarks.md"
@@ -45,8 +46,6 @@ EXTRA_PARTS = ("layouts", "checkpointing", "imports", "compile")  # bench/extras
 PUBLISHED = (("380x380", 8.0), ("512x512", 10.0), ("900x900", 24.0))
 PUBLISHED_SOURCE = ("nerdyrodent/VQGAN-CLIP README, \"Typical VRAM requirements\": "
                     "https://github.com/nerdyrodent/VQGAN-CLIP#readme")
-GB = 1e9
-GIB = 2 ** 30
 
 
 def _sub(module: str, *args: str, env: dict | None = None) -> dict:
@@ -80,12 +79,6 @@ def published_estimates(vqgan: str, clip: str, models: Path | None) -> list[dict
 
 
 # ------------------------------------------------------------------------------ markdown
-def table(head: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def engines_md(e: dict) -> str:
     cuda = e["device_kind"].startswith("cuda")
     mem = "peak GPU memory (max allocated)" if cuda else "peak RSS (process)"
