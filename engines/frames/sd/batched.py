@@ -115,8 +115,7 @@ def render(engine: Any, settings: Any, plan: Any, models_: dict[str, tuple], sin
         with cross_frame(pipe.unet, engine.ROWS):
             latents = denoise(pipe, sched, kwargs, steps, here, {}, sink, plan.seed,
                               settings.checkpoint_every,
-                              initial=noise.repeat(len(idx), 1, 1, 1).to(pipe.unet.dtype),
-                              exact=getattr(engine, "MID_BATCH_EXACT", True))
+                              initial=noise.repeat(len(idx), 1, 1, 1).to(pipe.unet.dtype))
         frames = decode(pipe, latents)
         keep = [(j, i) for j, i in enumerate(idx) if not (b and i == 0)]
         seconds = (time.perf_counter() - started) / max(1, len(keep))

@@ -25,24 +25,22 @@ def seed_of(seed: int, index: int) -> int:
 
 def denoise(pipe: Any, base_scheduler: Any, kwargs: dict, steps: int, here: dict, carry: dict,
             sink: Any, seed: int, checkpoint_every: int, scale_supplied: bool = True,
-            initial: Any = None, exact: bool = True) -> Any:
+            initial: Any = None) -> Any:
     """The batch's final latents (CPU), denoised from its last checkpoint in `here` (keys
     chunk, step, latents, scheduler, generator) or from the start. `carry`: what else every
     checkpoint must hold (the engine's state between batches). `scale_supplied`: the pipeline
     multiplies supplied latents by the scheduler's init_noise_sigma (text-to-image pipelines
     do; video-to-video ones do not). `initial`: the starting noise (unscaled), when the engine
-    draws it itself (e.g. the same noise for every frame); None: the pipeline draws it.
-    `exact`: False for a pipeline whose mid-batch resume is not bit-exact: a batch killed
-    mid-denoise starts its denoising over (its final latents, once saved, are still reused)."""
+    draws it itself (e.g. the same noise for every frame); None: the pipeline draws it."""
     import torch
 
     index = int(here.get("chunk", 0))
     done = int(here.get("step", 0))
     if done and "latents" in here and bool(here.get("final", False)):
         return here["latents"]
-    if done and (not exact or type(base_scheduler).__name__ not in resume.MID_CHUNK_EXACT):
+    if done and type(base_scheduler).__name__ not in resume.MID_CHUNK_EXACT:
         log.info("batch %d: restarting its denoising (mid-batch resume is not exact with %s)",
-                 index, type(pipe).__name__ if not exact else type(base_scheduler).__name__)
+                 index, type(base_scheduler).__name__)
         done = 0
     generator = torch.Generator("cpu").manual_seed(seed_of(seed, index))
     latents = initial
