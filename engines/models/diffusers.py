@@ -108,6 +108,23 @@ def rules_of(entry: Any) -> Rules:
                           str(exc).splitlines()[0]) from None
 
 
+def tensor_sizes(folder: Path) -> tuple[int, int]:
+    """(parameters, parameters of the largest tensor) in the safetensors files directly in
+    `folder`, from their headers (no weights read)."""
+    from safetensors import safe_open
+
+    total = big = 0
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():
+                n = 1
+                for d in st.get_slice(key).get_shape():
+                    n *= d
+                total += n
+                big = max(big, n)
+    return total, big
+
+
 def pickles_in(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES
                   and p.is_file())

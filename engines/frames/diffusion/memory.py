@@ -36,20 +36,11 @@ def _dtype_bytes(dtype: Any) -> int:
 def component_numel(folder: Path, largest: dict[str, int] | None = None) -> dict[str, int]:
     """Parameters of each component, from its safetensors headers (no weights read); the
     numel of each component's largest tensor goes into `largest` when given."""
-    from safetensors import safe_open
+    from engines.models.diffusers import tensor_sizes
 
     out: dict[str, int] = {}
     for name in COMPONENTS:
-        files = sorted((folder / name).glob("*.safetensors")) if (folder / name).is_dir() else []
-        total = big = 0
-        for f in files:
-            with safe_open(str(f), framework="pt") as st:
-                for key in st.keys():
-                    n = 1
-                    for d in st.get_slice(key).get_shape():
-                        n *= d
-                    total += n
-                    big = max(big, n)
+        total, big = tensor_sizes(folder / name) if (folder / name).is_dir() else (0, 0)
         if total:
             out[name] = total
             if largest is not None:

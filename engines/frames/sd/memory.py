@@ -22,17 +22,9 @@ FOLDERS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 def numel(folder: Path) -> int:
     """Parameters in the safetensors files directly in `folder` (headers only)."""
-    from safetensors import safe_open
+    from engines.models.diffusers import tensor_sizes
 
-    total = 0
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            for key in st.keys():
-                n = 1
-                for d in st.get_slice(key).get_shape():
-                    n *= d
-                total += n
-    return total
+    return tensor_sizes(folder)[0]
 
 
 
