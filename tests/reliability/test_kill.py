@@ -74,9 +74,17 @@ class Kill:
     before: dict[Key, tuple[int, int]]  # committed manifests before the run
     after: dict[Key, tuple[int, int]]  # ... and after the kill
     work: list[Path]  # the stage's <key>.work dirs after the kill
-    listing: dict[str, int] = field(default_factory=dict)  # work dir files -> inode
+    # work dir files -> (inode, mtime_ns): the same file, not only the same inode number (a
+    # deleted file's inode is soon given to a new one)
+    listing: dict[str, tuple[int, int]] = field(default_factory=dict)
     progress: dict | None = None  # generate_frames' progress.json in the work dir
     models: dict[str, int] = field(default_factory=dict)  # ready models -> generated.json inode
+
+
+def identity(path: Path) -> tuple[int, int]:
+    """(inode, mtime_ns) of a file: a rename keeps both, a rewrite changes the time."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
 
 
 def ready_models(models: Path) -> dict[str, int]:
@@ -117,7 +125,7 @@ class Chain:
         proc = start(self.argv(self.base / f"run-{stage}"), log, {KILL_ENV: KILLS[stage]})
         rc = reap(proc)
         work = sorted((self.cache / stage).glob("*.work"))
-        listing = {str(p.relative_to(w)): p.stat().st_ino
+        listing = {str(p.relative_to(w)): identity(p)
                    for w in work for p in w.rglob("*") if p.is_file()}
         progress = [json.loads(p.read_text()) for p in (self.cache / stage).glob("*.work/"
                                                                                "progress.json")]
@@ -203,7 +211,7 @@ def test_generate_frames_resumes_after_the_last_committed_frame(chain: Chain) ->
     assert "resuming at frame 6 of 8" in nxt.log
     assert ("generate_frames", key) in nxt.after
     frames = chain.cache / "generate_frames" / key / "frames"
-    now = {f"frames/{p.name}": p.stat().st_ino for p in frames.glob("*.png")}
+    now = {f"frames/{p.name}": identity(p) for p in frames.glob("*.png")}
     assert len(now) == 8
     kept = sorted(n for n in inodes if now[n] == inodes[n])
     assert kept == [f"frames/{i:06d}.png" for i in range(5)]  # frame 5 was made again
@@ -234,7 +242,7 @@ def test_a_work_dir_with_a_manifest_is_not_trusted(chain: Chain, stage: str, out
     after = nxt["after"] if isinstance(nxt, dict) else nxt.after
     key = k.work[0].name.removesuffix(".work")
     assert (stage, key) in after
-    assert (chain.cache / stage / key / output).stat().st_ino != k.listing[output]
+    assert identity(chain.cache / stage / key / output) != k.listing[output]
 
 
 def test_the_rerun_finishes_byte_identical_recomputing_nothing_committed(chain: Chain) -> None:
