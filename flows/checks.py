@@ -466,9 +466,11 @@ def _check_input_video(shot: Any, plan: Any, engine: Any, settings: Any, key: st
                               f"{settings.name} to follow", f"{settings.name} works on a video")
         return
     if wants is None:
+        from engines.frames.registry import ENGINES
+
+        takers = ", ".join(n for n, m in ENGINES.items() if hasattr(m, "input_video"))
         raise ConfigError(f"{key}.input_video", shot.input_video, f"null with engine "
-                          f"{settings.name}", "it takes no input video; engines that do: "
-                          "animatediff, controlnet, pix2pix, flow_restyle")
+                          f"{settings.name}", f"it takes no input video; engines that do: {takers}")
     from engines.media.video import check_length, check_video
 
     check_video(shot.input_video, f"{key}.input_video")
