@@ -32,6 +32,11 @@ DEFAULTS: dict[str, str] = {
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     # Hugging Face tokenizers: no fork warning, no thread pool per process
     "TOKENIZERS_PARALLELISM": "false",
+    # audiocraft imports dora, which imports submitit, whose logger module runs
+    # logging.config.dictConfig at import unless told NOCONFIG: that closes and flushes every
+    # handler already installed, Prefect's API log handler included, which waits for its queue to
+    # drain (5 s measured with `python -X importtime` inside a render, 3 ms in a bare interpreter)
+    "SUBMITIT_LOG_LEVEL": "NOCONFIG",
     # the hub stays offline: model downloads go through engines/models/weights.py only
     "HF_HUB_OFFLINE": "1",
 }
