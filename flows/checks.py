@@ -316,7 +316,6 @@ def check_checkpoint_file(path: str, key: str) -> None:
 def check_semantics(cfg: Any) -> None:
     """`cfg`: the RenderConfig flows/config.py is building (this module is below it)."""
     from engines.frames.registry import ENGINES
-    from engines.models.registry import CONFIG_KEYS
     from engines.planning.prompts import parse_image_prompt, parse_prompt_schedule
     from engines.planning.speed import planned_frames
     from engines.planning.timeline import shot_frames, timeline
@@ -366,9 +365,11 @@ def check_semantics(cfg: Any) -> None:
             for kind, entries in engine.models(settings, cfg.film_models()).items():
                 for entry in entries:
                     if entry.source == "dead":
-                        _check_dead_model(entry, CONFIG_KEYS[kind], cfg.runtime.models_dir)
+                        _check_dead_model(entry, _entry_key(cfg, settings, entry, kind),
+                                          cfg.runtime.models_dir)
                     if entry.source == "hub" and not cfg.runtime.download:
-                        _check_downloaded(entry, CONFIG_KEYS[kind], cfg.runtime.models_dir)
+                        _check_downloaded(entry, _entry_key(cfg, settings, entry, kind),
+                                          cfg.runtime.models_dir)
     after = [planned_frames(shot_frames(s, film.fps), cfg.shot_speed(s), film.fps,
                             key=f"film.shots.{i}.speed" if s.speed is not None else "speed")
              for i, s in enumerate(film.shots)]
@@ -430,15 +431,36 @@ def _setting_keys(cfg: Any, shot: Any, key: str, name: str) -> Iterator[None]:
         if not exc.key.startswith("engine."):
             raise
         field = exc.key.split(".", 1)[1]
-        if field in shot.engine_overrides:
+        head = field.split(".", 1)[0]  # motion_loras of engine.motion_loras.1
+        if head in shot.engine_overrides:
             where = f"{key}.engine_overrides.{field}"
-        elif field in cfg.engines.get(name, {}):
+        elif head in cfg.engines.get(name, {}):
             where = f"engines.{name}.{field}"
         else:
             where = exc.key
         if where == exc.key:
             raise
         raise ConfigError(where, exc.value, exc.accepted, exc.hint) from None
+
+
+def _entry_key(cfg: Any, settings: Any, entry: Any, kind: str) -> str:
+    """The config key that named a registry entry an engine asked for: the engine setting that
+    holds its name (`engine.motion_adapter`, `engine.motion_loras.1` for an item of a list),
+    else the film-wide key (`extra_clip.0`, or the kind's key: `vqgan`, `clip`)."""
+    from engines.models.registry import CONFIG_KEYS
+
+    for field in type(settings).model_fields:
+        if field == "name":  # the engine's own name, never an entry
+            continue
+        value = getattr(settings, field)
+        if value == entry.name:
+            return f"engine.{field}"
+        if isinstance(value, (tuple, list)) and entry.name in value:
+            return f"engine.{field}.{list(value).index(entry.name)}"
+    for i, extra in enumerate(cfg.extra_clip):
+        if kind == "clip" and extra.name == entry.name and cfg.clip.name != entry.name:
+            return f"extra_clip.{i}"
+    return CONFIG_KEYS[kind]
 
 
 def _check_downloaded(entry: Any, key: str, models_dir: Any) -> None:
