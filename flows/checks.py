@@ -274,11 +274,48 @@ def cli(main: Callable[[], Any], argv: list[str]) -> Any:
 
 
 # ---------------------------------------------------------------- files
+def input_places(path: str) -> list[Path]:
+    """Where a shot's input file (input_video, init_image, an image prompt) is looked for: an
+    absolute path (after `~`) where it says; a relative one from the working directory, then
+    from the repository (the folder holding conf/), so a preset's `samples/...` works from
+    anywhere. One place when the working directory is the repository."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return [p.resolve()]
+    places = [(Path.cwd() / p).resolve(), (CONF.parent / p).resolve()]
+    return places[:1] if places[0] == places[1] else places
+
+
+def resolve_input(path: str) -> str:
+    """`path` as given where it is found as given (absolute, or relative to the working
+    directory: nothing changes for a render run from the repository, and cache keys that hash
+    a path keep it); the absolute path where it is found only from the repository; as given
+    where it is found nowhere (the checks then name the places looked at)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return path
+    under = CONF.parent / p
+    return str(under) if under.exists() else path
+
+
+def check_input_exists(path: str, key: str, what: str) -> Path:
+    """The first of `input_places(path)` that exists; else a ConfigError naming `key`, the
+    value and every place looked at."""
+    places = input_places(path)
+    found = next((p for p in places if p.exists()), None)
+    if found is None:
+        where = (f"not found: {places[0]}" if len(places) == 1 else
+                 f"not found: {places[0]}, then {places[1]}; a relative path is looked for "
+                 "from the working directory, then from the repository")
+        raise ConfigError(key, path, f"an existing {what}", where)
+    return found
+
+
 def check_image_file(path: str, key: str) -> None:
     """An existing, readable, decodable image of a sane size; ConfigError naming `key`."""
+    found = check_input_exists(path, key, "image file")
     p = Path(path).expanduser()
-    if not p.exists():
-        raise ConfigError(key, path, "an existing image file", f"not found: {p.resolve()}")
+    p = p if p.exists() else found  # as given (the decoder's message quotes it), else found
     if not p.is_file():
         raise ConfigError(key, path, "an image file, not a directory")
     if p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -495,6 +532,7 @@ def _check_input_video(shot: Any, plan: Any, engine: Any, settings: Any, key: st
                           f"{settings.name}", f"it takes no input video; engines that do: {takers}")
     from engines.media.video import check_length, check_video
 
+    check_input_exists(shot.input_video, f"{key}.input_video", "video file")
     check_video(shot.input_video, f"{key}.input_video")
     frames_key = f"{key}.frames"
     check_length(shot.input_video, f"{key}.input_video", fps, plan.n_frames, frames_key)
