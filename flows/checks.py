@@ -274,11 +274,48 @@ def cli(main: Callable[[], Any], argv: list[str]) -> Any:
 
 
 # ---------------------------------------------------------------- files
+def input_places(path: str) -> list[Path]:
+    """Where a shot's input file (input_video, init_image, an image prompt) is looked for: an
+    absolute path (after `~`) where it says; a relative one from the working directory, then
+    from the repository (the folder holding conf/), so a preset's `samples/...` works from
+    anywhere. One place when the working directory is the repository."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return [p.resolve()]
+    places = [(Path.cwd() / p).resolve(), (CONF.parent / p).resolve()]
+    return places[:1] if places[0] == places[1] else places
+
+
+def resolve_input(path: str) -> str:
+    """`path` as given where it is found as given (absolute, or relative to the working
+    directory: nothing changes for a render run from the repository, and cache keys that hash
+    a path keep it); the absolute path where it is found only from the repository; as given
+    where it is found nowhere (the checks then name the places looked at)."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return path
+    under = CONF.parent / p
+    return str(under) if under.exists() else path
+
+
+def check_input_exists(path: str, key: str, what: str) -> Path:
+    """The first of `input_places(path)` that exists; else a ConfigError naming `key`, the
+    value and every place looked at."""
+    places = input_places(path)
+    found = next((p for p in places if p.exists()), None)
+    if found is None:
+        where = (f"not found: {places[0]}" if len(places) == 1 else
+                 f"not found: {places[0]}, then {places[1]}; a relative path is looked for "
+                 "from the working directory, then from the repository")
+        raise ConfigError(key, path, f"an existing {what}", where)
+    return found
+
+
 def check_image_file(path: str, key: str) -> None:
     """An existing, readable, decodable image of a sane size; ConfigError naming `key`."""
+    found = check_input_exists(path, key, "image file")
     p = Path(path).expanduser()
-    if not p.exists():
-        raise ConfigError(key, path, "an existing image file", f"not found: {p.resolve()}")
+    p = p if p.exists() else found  # as given (the decoder's message quotes it), else found
     if not p.is_file():
         raise ConfigError(key, path, "an image file, not a directory")
     if p.suffix.lower() not in IMAGE_SUFFIXES:
@@ -316,7 +353,6 @@ def check_checkpoint_file(path: str, key: str) -> None:
 def check_semantics(cfg: Any) -> None:
     """`cfg`: the RenderConfig flows/config.py is building (this module is below it)."""
     from engines.frames.registry import ENGINES
-    from engines.models.registry import CONFIG_KEYS
     from engines.planning.prompts import parse_image_prompt, parse_prompt_schedule
     from engines.planning.speed import planned_frames
     from engines.planning.timeline import shot_frames, timeline
@@ -366,9 +402,11 @@ def check_semantics(cfg: Any) -> None:
             for kind, entries in engine.models(settings, cfg.film_models()).items():
                 for entry in entries:
                     if entry.source == "dead":
-                        _check_dead_model(entry, CONFIG_KEYS[kind], cfg.runtime.models_dir)
+                        _check_dead_model(entry, _entry_key(cfg, settings, entry, kind),
+                                          cfg.runtime.models_dir)
                     if entry.source == "hub" and not cfg.runtime.download:
-                        _check_downloaded(entry, CONFIG_KEYS[kind], cfg.runtime.models_dir)
+                        _check_downloaded(entry, _entry_key(cfg, settings, entry, kind),
+                                          cfg.runtime.models_dir)
     after = [planned_frames(shot_frames(s, film.fps), cfg.shot_speed(s), film.fps,
                             key=f"film.shots.{i}.speed" if s.speed is not None else "speed")
              for i, s in enumerate(film.shots)]
@@ -430,15 +468,36 @@ def _setting_keys(cfg: Any, shot: Any, key: str, name: str) -> Iterator[None]:
         if not exc.key.startswith("engine."):
             raise
         field = exc.key.split(".", 1)[1]
-        if field in shot.engine_overrides:
+        head = field.split(".", 1)[0]  # motion_loras of engine.motion_loras.1
+        if head in shot.engine_overrides:
             where = f"{key}.engine_overrides.{field}"
-        elif field in cfg.engines.get(name, {}):
+        elif head in cfg.engines.get(name, {}):
             where = f"engines.{name}.{field}"
         else:
             where = exc.key
         if where == exc.key:
             raise
         raise ConfigError(where, exc.value, exc.accepted, exc.hint) from None
+
+
+def _entry_key(cfg: Any, settings: Any, entry: Any, kind: str) -> str:
+    """The config key that named a registry entry an engine asked for: the engine setting that
+    holds its name (`engine.motion_adapter`, `engine.motion_loras.1` for an item of a list),
+    else the film-wide key (`extra_clip.0`, or the kind's key: `vqgan`, `clip`)."""
+    from engines.models.registry import CONFIG_KEYS
+
+    for field in type(settings).model_fields:
+        if field == "name":  # the engine's own name, never an entry
+            continue
+        value = getattr(settings, field)
+        if value == entry.name:
+            return f"engine.{field}"
+        if isinstance(value, (tuple, list)) and entry.name in value:
+            return f"engine.{field}.{list(value).index(entry.name)}"
+    for i, extra in enumerate(cfg.extra_clip):
+        if kind == "clip" and extra.name == entry.name and cfg.clip.name != entry.name:
+            return f"extra_clip.{i}"
+    return CONFIG_KEYS[kind]
 
 
 def _check_downloaded(entry: Any, key: str, models_dir: Any) -> None:
@@ -473,6 +532,7 @@ def _check_input_video(shot: Any, plan: Any, engine: Any, settings: Any, key: st
                           f"{settings.name}", f"it takes no input video; engines that do: {takers}")
     from engines.media.video import check_length, check_video
 
+    check_input_exists(shot.input_video, f"{key}.input_video", "video file")
     check_video(shot.input_video, f"{key}.input_video")
     frames_key = f"{key}.frames"
     check_length(shot.input_video, f"{key}.input_video", fps, plan.n_frames, frames_key)

@@ -312,9 +312,13 @@ def build_config(raw: dict[str, Any], runtime: dict[str, Any]) -> RenderConfig:
 
 def localise_inputs(cfg: RenderConfig) -> RenderConfig:
     """Init images and image prompts given as URLs, fetched once into the cache and replaced by
-    their local files (engines/media/remote.py); a failure names the key."""
+    their local files (engines/media/remote.py); a failure names the key. Relative paths of
+    init images, image prompts and input videos are looked for from the working directory, then
+    from the repository (flows/checks.py `resolve_input`): one found only in the repository is
+    replaced by its absolute path, so `samples/restyle.mp4` renders from any directory."""
     from engines.media.remote import fetch_input, is_url
     from engines.planning.prompts import parse_image_prompt
+    from flows.checks import resolve_input
 
     shots, changed = [], False
     for i, shot in enumerate(cfg.film.shots):
@@ -322,12 +326,19 @@ def localise_inputs(cfg: RenderConfig) -> RenderConfig:
         if is_url(shot.init_image):
             update["init_image"] = str(fetch_input(shot.init_image, cfg.runtime.cache_dir,
                                                    f"film.shots.{i}.init_image"))
+        elif shot.init_image and resolve_input(shot.init_image) != shot.init_image:
+            update["init_image"] = resolve_input(shot.init_image)
+        if shot.input_video and resolve_input(shot.input_video) != shot.input_video:
+            update["input_video"] = resolve_input(shot.input_video)
         specs = []
         for j, spec in enumerate(shot.image_prompts):
             path, weight, stop = parse_image_prompt(spec, key=f"film.shots.{i}.image_prompts")
             if is_url(path):
                 local = fetch_input(path, cfg.runtime.cache_dir, f"film.shots.{i}.image_prompts.{j}")
                 spec = f"{local}:{weight!r}:{stop!r}"
+                update["image_prompts"] = True
+            elif resolve_input(path) != path:
+                spec = f"{resolve_input(path)}:{weight!r}:{stop!r}"
                 update["image_prompts"] = True
             specs.append(spec)
         if "image_prompts" in update:

@@ -100,6 +100,25 @@ def test_melody_soundtrack_needs_a_melody_model(tmp_path: Path) -> None:
     assert info.value.key == "soundtrack.model" and "melody model" in str(info.value)
 
 
+@pytest.mark.parametrize(("overrides", "key"), [
+    (["engine.motion_loras=[generated_motion_lora_tiny,motion_lora_zoom_in]"],
+     "engine.motion_loras.1"),
+    (["+film.shots.0.engine_overrides.motion_loras=[motion_lora_pan_left]"],
+     "film.shots.0.engine_overrides.motion_loras.0"),
+    (["debug=smoke", "+engines.animatediff.motion_loras=[motion_lora_zoom_out]"],
+     "engines.animatediff.motion_loras.0"),
+    (["debug=smoke", "engines.animatediff.motion_adapter=animatediff_v1_5_2",
+      "runtime.download=false"], "engines.animatediff.motion_adapter"),
+])
+def test_a_model_that_cannot_be_fetched_is_named_by_its_own_key(
+        overrides: list[str], key: str, tmp_path: Path) -> None:
+    """An unpinned MotionLoRA (source: dead) or a hub model with downloads off is reported under
+    the key that named it (the list item, where it was set), not the kind's `engine.model`."""
+    with pytest.raises(ConfigError) as info:
+        compose_config(["film=animate_garden", f"runtime.models_dir={tmp_path}", *overrides])
+    assert info.value.key == key, str(info.value)
+
+
 def test_dead_vqgan_is_refused_unless_its_files_are_in_place(tmp_path: Path) -> None:
     # no registry entry is dead today (wikiart_1024 comes from the community mirror); an entry
     # whose host dies is marked `source: dead` and refused when the config is read

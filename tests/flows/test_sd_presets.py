@@ -1,8 +1,9 @@
 """The Stable Diffusion presets render end to end with `debug=smoke` on the CPU (tiny generated
 models in the published layouts; the imagery is noise): deforum_garden (zoom_garden's schedules
-through the deforum loop), restyle (flow_restyle) and pose_dance (controlnet with pose maps), the
-last two on small videos generated here by the same code that made their sample inputs. Kept
-short: a few frames each (deforum_garden at 0.5 fps keeps its keyframes at 0 s, 4 s, 8 s)."""
+through the deforum loop), zero_garden (text2video_zero, its pan from the shot's translation
+schedule), restyle (flow_restyle) and pose_dance (controlnet with pose maps), the last two on
+small videos generated here by the same code that made their sample inputs. Kept short: a few
+frames each (deforum_garden at 0.5 fps keeps its keyframes at 0 s, 4 s, 8 s)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,27 @@ def test_deforum_garden_renders_its_zoom(tmp_path, models_dir):
     frames = generated(tmp_path)
     assert len(frames) == 6 and frames[0].shape[:2] == (64, 96)
     assert (frames[5] != frames[0]).any()  # the zoom moves it
+
+
+@pytest.mark.slow
+def test_zero_garden_pans_along_its_translation_schedule(tmp_path, models_dir):
+    import pandas as pd
+
+    out = render(tmp_path, models_dir, "zero_garden", "film.shots.0.frames=3")
+    assert out.frames == 3
+    frames = generated(tmp_path)
+    assert len(frames) == 3 and frames[0].shape[:2] == (64, 96)
+    assert (frames[2] != frames[0]).any()
+    # the motion field each frame got: minus the translation summed over frames 1..k, on
+    # diffusers' 512 grid; the preset's keys (x 6 -> 2, y 0 -> 1, linear over frames 0..23)
+    # give frame t x = 6 - 4t/23, y = t/23 (keys past the shot still shape the curve)
+    [table] = (tmp_path / "cache" / "generate_frames").glob("*/frames.parquet")
+    offsets = [tuple(o) for o in pd.read_parquet(table).sort_values("frame")["offset"]]
+    x, y = (lambda t: 6 - 4 * t / 23), (lambda t: t / 23)
+    expected = [(0.0, 0.0), (-x(1) * 512 / 96, -y(1) * 512 / 64),
+                (-(x(1) + x(2)) * 512 / 96, -(y(1) + y(2)) * 512 / 64)]
+    assert [o for pair in offsets for o in pair] == pytest.approx(
+        [o for pair in expected for o in pair])
 
 
 @pytest.mark.slow
