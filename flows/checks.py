@@ -395,6 +395,7 @@ def check_semantics(cfg: Any) -> None:
             path, _w, _s = parse_image_prompt(spec, key=f"{key}.image_prompts.{j}")
             check_image_file(path, f"{key}.image_prompts.{j}")
         engine = ENGINES[settings.name]
+        _check_motion_3d(shot, plan, engine, settings, key)
         _check_input_video(shot, plan, engine, settings, key, film.fps)
         with _setting_keys(cfg, shot, key, settings.name):
             if hasattr(engine, "check"):  # the engine's own rules (frame counts, sizes...)
@@ -511,6 +512,23 @@ def _check_downloaded(entry: Any, key: str, models_dir: Any) -> None:
                           f"{model_dir(entry, Path(models_dir))}",
                           f"runtime.download=false and {entry.repo} at revision {entry.revision} "
                           f"is not downloaded: run `{FETCH_HINT}` on a connected machine")
+
+
+def _check_motion_3d(shot: Any, plan: Any, engine: Any, settings: Any, key: str) -> None:
+    """3D camera schedules (motion.translation_z, rotation_3d_*) need an engine whose settings
+    turn its 3D camera on (`motion_3d(settings)`); any other engine would ignore them."""
+    from engines.frames.registry import ENGINES
+    from engines.planning.film import MOTION_3D
+
+    frame = next((f for f, fr in enumerate(plan.frames) if fr.moves_3d), None)
+    if frame is None or getattr(engine, "motion_3d", lambda s: False)(settings):
+        return
+    name = next(n for n in MOTION_3D if getattr(plan.frames[frame], n) != 0)
+    takers = ", ".join(f"{n} (engine.animation_mode: 3D)" for n, m in ENGINES.items()
+                       if hasattr(m, "motion_3d"))
+    raise ConfigError(f"{key}.motion.{name}", getattr(shot.motion, name),
+                      f"0:(0) with engine {settings.name} in this mode; a 3D camera needs {takers}",
+                      f"frame {frame} moves the camera in 3D")
 
 
 def _check_input_video(shot: Any, plan: Any, engine: Any, settings: Any, key: str,

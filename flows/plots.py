@@ -27,13 +27,16 @@ from typing import Any
 
 import pandas as pd
 
+from engines.planning.plan import MOTION_3D
+
 DPI = 100
 PANEL = (9.0, 2.2)  # inches per panel (width, height)
 
 
 def schedule_table(plan: Any) -> pd.DataFrame:
     """Per frame of a ShotPlan: one `weight:<text>` column per prompt text (NaN where the
-    text is not in force), zoom, angle, translation_x, translation_y. A story line's phrases
+    text is not in force), zoom, angle, translation_x, translation_y (and the 3D camera's
+    translation_z, rotation_3d_x/y/z when the shot moves in 3D). A story line's phrases
     (`a ^ b`, used in turn within the frame) each count: a text's weight is its largest in any
     phrase."""
     rows = []
@@ -41,6 +44,8 @@ def schedule_table(plan: Any) -> pd.DataFrame:
         row: dict[str, Any] = {"frame": f, "zoom": fp.zoom, "angle": fp.angle,
                                "translation_x": fp.translation_x,
                                "translation_y": fp.translation_y}
+        if any(f.moves_3d for f in plan.frames):
+            row.update({k: getattr(fp, k) for k in MOTION_3D})
         for phrase in fp.story or (fp.prompts,):
             weights: dict[str, float] = {}
             for p in phrase:
@@ -123,7 +128,11 @@ def _schedule_panels(axes: list, schedule: pd.DataFrame) -> None:
     motion_ax.set_ylabel("zoom (scale/frame)")
     right = motion_ax.twinx()
     for col, colour in (("angle", "tab:orange"), ("translation_x", "tab:green"),
-                        ("translation_y", "tab:purple")):
+                        ("translation_y", "tab:purple"), ("translation_z", "tab:red"),
+                        ("rotation_3d_x", "tab:brown"), ("rotation_3d_y", "tab:pink"),
+                        ("rotation_3d_z", "tab:olive")):
+        if col not in schedule:  # the 3D columns: only for a shot that moves in 3D
+            continue
         right.plot(schedule["frame"], schedule[col], color=colour, lw=1, label=col)
     right.set_ylabel("deg or px / frame")
     lines = motion_ax.get_legend_handles_labels()

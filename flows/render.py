@@ -115,6 +115,7 @@ def show(cfg) -> None:
     """Print the resolved config, the planned timeline and a summary of every shot's schedules,
     and plot the schedules (prompt weights and motion per frame) into an image; run nothing.
     With --verbose, also the table of every frame."""
+    from engines.planning.plan import MOTION_3D
     from engines.planning.timeline import timeline
     from flows.plots import film_schedule_figure, schedule_table
     from tasks.plan_timeline import schedule_table as frame_table
@@ -132,7 +133,8 @@ def show(cfg) -> None:
             print(f"    weight {w.min():.3g}..{w.max():.3g} on frames {int(table['frame'][w.index].min())}"
                   f"-{int(table['frame'][w.index].max())}: {col[7:]}")
         print("    " + ", ".join(f"{c} {table[c].min():.4g}..{table[c].max():.4g}"
-                                 for c in ("zoom", "angle", "translation_x", "translation_y")))
+                                 for c in ("zoom", "angle", "translation_x", "translation_y",
+                                           *MOTION_3D) if c in table))
     path = film_schedule_figure(plans, show_plot_path(cfg),
                                 f"{cfg.film.name}: prompt weights and camera motion per frame")
     print(f"\nschedule plot: {path}")

@@ -17,7 +17,7 @@ from prefect import task
 from engines.core.crash import kill_point
 from engines.core.files import atomic_path, write_json
 from engines.planning.film import Film
-from engines.planning.plan import ShotPlan
+from engines.planning.plan import MOTION_3D, ShotPlan
 from engines.planning.speed import SpeedSettings
 from engines.planning.timeline import timeline
 from tasks.artefacts import Artefact
@@ -26,6 +26,11 @@ from tasks.runtime import Runtime
 
 NAME = "plan_timeline"
 CODE_VERSION = "1"
+
+
+def plan_3d(plan: ShotPlan) -> bool:
+    """Whether a shot moves its camera in 3D (its tables then carry the 3D columns too)."""
+    return any(fp.moves_3d for fp in plan.frames)
 
 
 def schedule_table(plans: Sequence[ShotPlan]) -> pd.DataFrame:
@@ -37,7 +42,8 @@ def schedule_table(plans: Sequence[ShotPlan]) -> pd.DataFrame:
                          "prompts": " ^ ".join(" | ".join(f"{p.text}:{p.weight:.3f}" for p in ph)
                                                for ph in phrases),
                          "zoom": fp.zoom, "angle": fp.angle,
-                         "translation_x": fp.translation_x, "translation_y": fp.translation_y})
+                         "translation_x": fp.translation_x, "translation_y": fp.translation_y,
+                         **({k: getattr(fp, k) for k in MOTION_3D} if plan_3d(plan) else {})})
     return pd.DataFrame(rows)
 
 

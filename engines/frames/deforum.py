@@ -20,7 +20,15 @@ Durable loop state (committed with every frame, engines/frames/base.py): the las
 frame a, the next one b once made (so the in-betweens resume without re-diffusing it), frame 0's
 colour statistics and where the loop is. Frames are kept as the uint8 images committed, so a
 resumed render computes from exactly what an uninterrupted one does; a kill loses at most the
-frame being diffused (a few seconds on a GPU). 3D mode (depth-based warps) is not implemented.
+frame being diffused (a few seconds on a GPU).
+
+3D mode (`animation_mode: 3D`): the moves are those of a camera in 3D (the shot's translation_x,
+translation_y, translation_z and rotation_3d_x/y/z schedules; zoom and angle must stay still:
+translation_z and rotation_3d_z do their work), applied to the frame lifted by a depth model's
+estimate (`depth_model`, transformers' AutoModelForDepthEstimation: Depth Anything V2 or DPT;
+engines/frames/sd/camera3d.py). Frame a is moved forward with its own depth, frame b back with
+its own; the depth of a committed frame is computed again on resume (a function of its bytes),
+so nothing about it needs saving.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import time
 from itertools import pairwise
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from engines.core.errors import ConfigError
 from engines.frames.sd import memory as sd_memory
@@ -37,7 +45,8 @@ from engines.frames.sd.settings import SdSettings
 
 NAME = "deforum"
 CODE_VERSION = "1"  # bump when the frames for the same settings would change
-MODELS = ("sd",)
+MODELS = ("sd", "depth")
+DEPTH_MODEL = "depth_anything_v2_small"
 MEMORY_UNIT = ("cadence", "frames per diffused frame")
 PIPES = {"sd15": ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline"),
          "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")}
@@ -52,12 +61,35 @@ class Settings(SdSettings):
     cadence: int = Field(1, ge=1)  # diffuse every Nth frame; the frames between are cross-faded
     colour_coherence: bool = True  # match each moved frame's LAB mean and std to frame 0's
     seed_behaviour: Literal["iter", "fixed"] = "iter"  # iter: seed + frame index; fixed: the shot's seed
+    # 3D mode; each key is left out of the settings' identity at its default, so 2D renders keep
+    # the cache keys they had before 3D mode existed
+    animation_mode: Literal["2D", "3D"] = Field("2D", exclude_if=lambda v: v == "2D")  # 2D: zoom/angle/translation warps; 3D: a camera over a depth estimate
+    depth_model: str = Field(DEPTH_MODEL, exclude_if=lambda v: v == DEPTH_MODEL)  # 3D: registry entry in conf/depth/
+    fov: float = Field(40.0, gt=0, lt=180, exclude_if=lambda v: v == 40.0)  # 3D: the camera's horizontal field of view, degrees
+    depth_near: float = Field(1.0, gt=0, exclude_if=lambda v: v == 1.0)  # 3D: depth units of the nearest pixel
+    depth_far: float = Field(10.0, gt=0, exclude_if=lambda v: v == 10.0)  # 3D: depth units of the farthest pixel
+
+    @model_validator(mode="after")
+    def _depth_range(self) -> Settings:
+        if self.depth_far <= self.depth_near:
+            raise ValueError(f"depth_far ({self.depth_far:g}) must be larger than depth_near "
+                             f"({self.depth_near:g})")
+        return self
 
 
 def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:
-    from engines.frames.sd.models import entry
+    from engines.frames.sd.models import CONF, entry
+    from engines.models.registry import load_entry
 
-    return {"sd": (entry(settings.model, "pipeline", "engine.model"),)}
+    out = {"sd": (entry(settings.model, "pipeline", "engine.model"),)}
+    if settings.animation_mode == "3D":
+        out["depth"] = (load_entry("depth", settings.depth_model, CONF),)
+    return out
+
+
+def motion_3d(settings: Settings) -> bool:
+    """Whether the shot's 3D camera schedules drive this engine (flows/checks.py)."""
+    return settings.animation_mode == "3D"
 
 
 def sources(models_: dict[str, tuple], settings: Settings) -> dict[str, Any]:
@@ -87,6 +119,14 @@ def check(settings: Settings, plan: Any, key: str) -> None:
 
     e = models(settings, {})["sd"][0]
     schedules(settings, plan.n_frames, plan.fps)
+    if settings.animation_mode == "3D":
+        for name, still in (("zoom", 1.0), ("angle", 0.0)):
+            bad = next((i for i, f in enumerate(plan.frames) if getattr(f, name) != still), None)
+            if bad is not None:
+                raise ConfigError(f"{key}.motion.{name}", getattr(plan.frames[bad], name),
+                                  f"{still:g} at every frame with engine.animation_mode 3D",
+                                  f"frame {bad}; in 3D the camera moves with translation_z "
+                                  "(closer) and rotation_3d_z (roll)")
     check_size(plan, rules_of(e), e.name)
 
 
@@ -176,6 +216,56 @@ class _Loop:
         return self._run(self.i2i, seed, image=x, strength=strength, **self._prompts(frame))
 
 
+class _Camera:
+    """The camera moves of a shot: `forward(x_a, a, j)` is frame a (uint8) as the camera sees it
+    at frame j > a, `back(x_b, j, b)` frame b as seen at frame j < b; float 0..1 [1, 3, H, W].
+    2D: the composed similarity (engines/frames/sd/camera.py); 3D: the composed rigid move over
+    the frame's depth estimate (engines/frames/sd/camera3d.py)."""
+
+    def __init__(self, settings: Settings, plan: Any, depth_model: Any):
+        from engines.frames.sd import camera, camera3d
+
+        self.settings, self.plan, self.depth_model = settings, plan, depth_model
+        self.three_d = settings.animation_mode == "3D"
+        self.moves = [(camera3d if self.three_d else camera).frame_move(f) for f in plan.frames]
+        self._depths: dict[bytes, Any] = {}
+
+    def depth(self, image: Any) -> Any:
+        """Depth units of a uint8 frame (the last two computed are kept)."""
+        import hashlib
+
+        from engines.frames.sd import camera3d
+
+        key = hashlib.sha256(image.tobytes()).digest()
+        if key not in self._depths:
+            if len(self._depths) >= 2:
+                self._depths.pop(next(iter(self._depths)))
+            self._depths[key] = camera3d.depth_units(self.depth_model(image),
+                                                     self.settings.depth_near,
+                                                     self.settings.depth_far)
+        return self._depths[key]
+
+    def _move(self, image: Any, moves: list, back: bool) -> Any:
+        from engines.frames.sd import camera, camera3d
+
+        p = self.plan
+        if not self.three_d:
+            move = (camera.inverse if back else camera.compose)(p.width, p.height, moves)
+            return camera.warp_uint8(image, move, p.border)
+        x = camera.warp_uint8(image, camera.IDENTITY, p.border)
+        if not any(m != camera3d.STILL for m in moves):
+            return x
+        m = (camera3d.inverse if back else camera3d.compose)(moves)
+        return camera3d.warp(x.double(), self.depth(image), m, self.settings.fov,
+                             p.border).float()
+
+    def forward(self, image: Any, a: int, j: int) -> Any:
+        return self._move(image, self.moves[a + 1:j + 1], back=False)
+
+    def back(self, image: Any, j: int, b: int) -> Any:
+        return self._move(image, self.moves[j + 1:b + 1], back=True)
+
+
 def render(settings: Settings, plan: Any, models_: dict[str, tuple], sink: Any, device: Any,
            progress: Any = None) -> None:
     import torch
@@ -188,8 +278,8 @@ def render(settings: Settings, plan: Any, models_: dict[str, tuple], sink: Any, 
     if committed >= n:
         return
     loop = _Loop(settings, plan, models_["sd"][0], device)
-    w, h, border = plan.width, plan.height, plan.border
-    moves = [camera.frame_move(f) for f in plan.frames]
+    border = plan.border
+    cam = _Camera(settings, plan, models_["depth"][0] if "depth" in models_ else None)
 
     def commit(index: int, image: Any, st: dict[str, Any], record: dict[str, Any],
                started: float) -> None:
@@ -220,14 +310,13 @@ def render(settings: Settings, plan: Any, models_: dict[str, tuple], sink: Any, 
         if "x_b" in state:
             x_b = state["x_b"].numpy()
         else:
-            moved = camera.warp_uint8(x_a, camera.compose(w, h, moves[a + 1:b + 1]), border)
+            moved = cam.forward(x_a, a, b)
             if settings.colour_coherence:
                 moved = match_colour(moved, ref)
             x_b = loop.diffuse(camera.to_uint8(moved), b, seed)
         for j in range(max(committed, a + 1), b):
             t = (j - a) / (b - a)
-            fa = camera.warp_uint8(x_a, camera.compose(w, h, moves[a + 1:j + 1]), border)
-            fb = camera.warp_uint8(x_b, camera.inverse(w, h, moves[j + 1:b + 1]), border)
+            fa, fb = cam.forward(x_a, a, j), cam.back(x_b, j, b)
             frame = camera.to_uint8((1 - t) * fa + t * fb)
             st = {"a": torch.tensor(a), "x_a": torch.from_numpy(x_a), "ref": ref,
                   "x_b": torch.from_numpy(x_b)}

@@ -11,8 +11,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from engines.planning.plan import MOTION_3D  # noqa: F401 - the 3D camera keys, named once
+
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FRAMES = 100_000
+NO_MOVE = "0:(0)"  # a still schedule
 OPEN_HORIZON = 10_000  # frames planned for an open-ended shot that gives no length (at most)
 
 
@@ -35,6 +38,12 @@ class Motion(Frozen):
     angle: str = "0:(0)"  # degrees per frame, counter-clockwise
     translation_x: str = "0:(0)"  # pixels per frame, right positive
     translation_y: str = "0:(0)"  # pixels per frame, down positive
+    # 3D camera (engines with a 3D mode: deforum, engine.animation_mode 3D); left out of the
+    # shot's identity while "0:(0)", so 2D films hash as before these keys existed
+    translation_z: str = Field("0:(0)", exclude_if=lambda v: v == NO_MOVE)  # forward, 1/200 depth unit per frame
+    rotation_3d_x: str = Field("0:(0)", exclude_if=lambda v: v == NO_MOVE)  # degrees per frame; content moves down
+    rotation_3d_y: str = Field("0:(0)", exclude_if=lambda v: v == NO_MOVE)  # degrees per frame; content moves right
+    rotation_3d_z: str = Field("0:(0)", exclude_if=lambda v: v == NO_MOVE)  # degrees per frame; content turns counter-clockwise
     interpolation: Literal["linear", "quadratic", "cubic", "pchip"] = "linear"  # between keys (engines/planning/keyframes.py)
     border: Literal["reflect", "replicate", "wrap"] = "reflect"  # what comes into view (engines/planning/motion.py)
 

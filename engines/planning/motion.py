@@ -18,6 +18,9 @@ API (tensors are float, RGB in 0..1, shape [N, 3, H, W], any device):
   exactly). `border` fills what comes into view: `reflect` (fedcba|abcdef, OpenCV's
   BORDER_REFLECT), `replicate` (aaaaaa|abcdef, Deforum's default) or `wrap` (cdef|abcdef, the
   frame tiles the plane).
+- `sample(image, sx, sy, border)`: the bilinear read with the border rule that `warp` ends with,
+  for warps whose source coordinates come from elsewhere (the 3D camera of
+  engines/frames/sd/camera3d.py).
 - `deforum_matrix(width, height, zoom, angle_deg, tx_px, ty_px)`: that forward matrix M (3x3,
   plain floats), for tests and for anyone comparing with OpenCV's `warpPerspective`.
 - `colour_stats(image) -> Tensor[2, 3]`: per-channel mean (row 0) and std (row 1) in CIE LAB
@@ -79,6 +82,15 @@ def warp(image: Any, zoom: float, angle_deg: float, tx_px: float, ty_px: float,
                             torch.arange(w, device=dev, dtype=torch.float64), indexing="ij")
     sx = inv[0][0] * xs + inv[0][1] * ys + off[0]
     sy = inv[1][0] * xs + inv[1][1] * ys + off[1]
+    return sample(image, sx, sy, border)
+
+
+def sample(image: Any, sx: Any, sy: Any, border: str = "reflect") -> Any:
+    """The image read at source pixel coordinates (sx, sy) ([H, W] each, float64, OpenCV pixel
+    coordinates) bilinearly, `border` filling what lies outside: every warp's one resample."""
+    if border not in BORDERS:
+        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+    _, _, h, w = image.shape
     x0, y0 = sx.floor(), sy.floor()
     fx, fy = (sx - x0).to(image.dtype), (sy - y0).to(image.dtype)
     x0, y0 = x0.long(), y0.long()

@@ -11,6 +11,8 @@ from typing import Any
 
 from engines.planning.prompts import Prompt
 
+MOTION_3D = ("translation_z", "rotation_3d_x", "rotation_3d_y", "rotation_3d_z")  # Motion's 3D keys
+
 
 @dataclass(frozen=True)
 class FramePlan:
@@ -29,6 +31,23 @@ class FramePlan:
     angle: float = 0.0
     translation_x: float = 0.0
     translation_y: float = 0.0
+    translation_z: float = 0.0  # 3D camera (deforum's 3D mode): depth units / 200, forward
+    rotation_3d_x: float = 0.0  # degrees about the camera's x axis (content moves down)
+    rotation_3d_y: float = 0.0  # degrees about its y axis (content moves right)
+    rotation_3d_z: float = 0.0  # degrees about its z axis (content turns counter-clockwise)
+
+    @property
+    def moves_3d(self) -> bool:
+        return any(getattr(self, f) != 0 for f in MOTION_3D)
+
+    def cache_identity(self) -> dict[str, Any]:
+        """Every field; the 3D ones only when one is not 0, so a 2D frame hashes as it did
+        before they existed (caches made then stay valid)."""
+        out = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        if not self.moves_3d:
+            for f in MOTION_3D:
+                del out[f]
+        return out
 
 
 @dataclass(frozen=True)

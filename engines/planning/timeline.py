@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.planning.keyframes import schedule_values
-from engines.planning.plan import FramePlan, ShotPlan
+from engines.planning.plan import MOTION_3D, FramePlan, ShotPlan
 from engines.planning.prompts import Prompt, parse_prompt_schedule
 
 
@@ -79,12 +79,11 @@ def shot_plan(shot: Any, *, fps: float, width: int, height: int, seed: int, key:
     motion = {
         name: schedule_values(getattr(m, name), n, key=f"{key}.motion.{name}", fps=fps,
                               interpolation=m.interpolation)
-        for name in ("zoom", "angle", "translation_x", "translation_y")
+        for name in ("zoom", "angle", "translation_x", "translation_y", *MOTION_3D)
     }
     frames = tuple(
-        FramePlan(prompts=prompts[f], story=stories[f], zoom=motion["zoom"][f], angle=motion["angle"][f],
-                  translation_x=motion["translation_x"][f],
-                  translation_y=motion["translation_y"][f])
+        FramePlan(prompts=prompts[f], story=stories[f],
+                  **{name: values[f] for name, values in motion.items()})
         for f in range(n)
     )
     image_prompts = tuple(parse_image_prompt(p, key=f"{key}.image_prompts")

@@ -27,10 +27,7 @@ def plan_of(spec: dict):
     text = keys[0]
     for i in range(n):
         text = keys.get(i, text)
-        frames.append(FramePlan((Prompt(text, 1.0),), zoom=motion.get("zoom", 1.0),
-                                angle=motion.get("angle", 0.0),
-                                translation_x=motion.get("translation_x", 0.0),
-                                translation_y=motion.get("translation_y", 0.0)))
+        frames.append(FramePlan((Prompt(text, 1.0),), **motion))  # zoom, angle, translation_x..
     return ShotPlan("sd_test", int(spec.get("width", 64)), int(spec.get("height", 48)), 8.0,
                     int(spec.get("seed", 11)), tuple(frames), init_image=spec.get("init_image"),
                     input_video=spec.get("input_frames"), input_frames=spec.get("input_frames"))

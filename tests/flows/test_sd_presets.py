@@ -1,6 +1,6 @@
 """The Stable Diffusion presets render end to end with `debug=smoke` on the CPU (tiny generated
 models in the published layouts; the imagery is noise): deforum_garden (zoom_garden's schedules
-through the deforum loop), zero_garden (text2video_zero, its pan from the shot's translation
+through the deforum loop), deforum_flythrough (deforum's 3D mode over a depth model), zero_garden (text2video_zero, its pan from the shot's translation
 schedule), restyle (flow_restyle) and pose_dance (controlnet with pose maps), the last two on
 small videos generated here by the same code that made their sample inputs. Kept short: a few
 frames each (deforum_garden at 0.5 fps keeps its keyframes at 0 s, 4 s, 8 s)."""
@@ -47,6 +47,19 @@ def test_deforum_garden_renders_its_zoom(tmp_path, models_dir):
     frames = generated(tmp_path)
     assert len(frames) == 6 and frames[0].shape[:2] == (64, 96)
     assert (frames[5] != frames[0]).any()  # the zoom moves it
+
+
+@pytest.mark.slow
+def test_deforum_flythrough_renders_in_3d(tmp_path, models_dir):
+    # 8 s at 0.5 fps = 4 frames at cadence 2: frames 0, 2, 3 diffused, each moved over the depth
+    # model's estimate, frame 1 an in-between
+    out = render(tmp_path, models_dir, "deforum_flythrough", "film.fps=0.5",
+                 "film.shots.0.transition.frames=1", "engine.strength_schedule='0:(0.6)'")
+    assert out.frames == 4
+    frames = generated(tmp_path)
+    assert len(frames) == 4 and (frames[3] != frames[0]).any()  # the camera moved it
+    [run_json] = (tmp_path / "run").glob("run.json")
+    assert "generated_depth_tiny" in run_json.read_text()  # the depth model was prepared
 
 
 @pytest.mark.slow
