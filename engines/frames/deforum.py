@@ -37,7 +37,7 @@ import time
 from itertools import pairwise
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from engines.core.errors import ConfigError
 from engines.frames.sd import memory as sd_memory
@@ -69,12 +69,13 @@ class Settings(SdSettings):
     depth_near: float = Field(1.0, gt=0, exclude_if=lambda v: v == 1.0)  # 3D: depth units of the nearest pixel
     depth_far: float = Field(10.0, gt=0, exclude_if=lambda v: v == 10.0)  # 3D: depth units of the farthest pixel
 
-    @model_validator(mode="after")
-    def _depth_range(self) -> Settings:
-        if self.depth_far <= self.depth_near:
-            raise ValueError(f"depth_far ({self.depth_far:g}) must be larger than depth_near "
-                             f"({self.depth_near:g})")
-        return self
+    @field_validator("depth_far")
+    @classmethod
+    def _depth_range(cls, v: float, info: ValidationInfo) -> float:
+        near = info.data.get("depth_near")
+        if near is not None and v <= near:
+            raise ValueError(f"a depth larger than depth_near ({near:g})")
+        return v
 
 
 def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:

@@ -102,7 +102,7 @@ def test_3d_mode_refuses_2d_zoom(models_dir):
     plan = ShotPlan("s", 64, 48, 8.0, 1, (FramePlan(()), FramePlan((), zoom=1.02)))
     with pytest.raises(ConfigError, match=r"film.shots.0.motion.zoom.*1 at every frame"):
         deforum.check(settings, plan, "film.shots.0")
-    with pytest.raises(ValueError, match="depth_far"):
+    with pytest.raises(ValueError, match=r"(?s)depth_far.*larger than depth_near"):
         deforum.Settings(depth_near=5.0, depth_far=2.0)
 
 
