@@ -75,14 +75,17 @@ class ShotPlan:
         return len(self.frames)
 
     def cache_identity(self) -> dict[str, Any]:
-        """What an artefact key hashes of a plan: every field, the start image by its file
-        name only (its content is hashed with the shot's inputs; a previous shot's last frame
-        lives in the cache, wherever the cache is mounted)."""
+        """What an artefact key hashes of a plan: every field, the start image and the image
+        prompts by their file names only (their content is hashed with the shot's inputs; a
+        previous shot's last frame lives in the cache, wherever the cache is mounted)."""
         from pathlib import PurePath
 
         out = {f: getattr(self, f) for f in self.__dataclass_fields__}
         if self.init_image is not None:
             out["init_image"] = PurePath(self.init_image).name
+        # image prompts likewise by file name (their content is hashed with the shot's inputs),
+        # so a relative path resolved from another directory keys the same frames
+        out["image_prompts"] = tuple((PurePath(p).name, w, s) for p, w, s in self.image_prompts)
         del out["input_video"]  # its content is hashed through input_frames
         if self.input_frames is None:
             del out["input_frames"]

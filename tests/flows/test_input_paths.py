@@ -74,3 +74,8 @@ def test_relative_images_are_found_in_the_repository(tmp_path, monkeypatch):
     shot = cfg.film.shots[0]
     assert shot.init_image == str(repo / "pics" / "start.png")
     assert shot.image_prompts == (f"{repo / 'pics' / 'start.png'}:0.5:-inf",)
+    monkeypatch.chdir(repo)  # the same files given from the repository itself: the same key
+    at_repo = compose_config(["film=smoke", "+film.shots.0.init_image=pics/start.png",
+                              "+film.shots.0.image_prompts=[pics/start.png:0.5]"])
+    assert at_repo.film.shots[0].image_prompts == ("pics/start.png:0.5",)
+    assert frames_key(at_repo) == frames_key(cfg)
