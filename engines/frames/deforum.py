@@ -94,7 +94,12 @@ def motion_3d(settings: Settings) -> bool:
 
 
 def sources(models_: dict[str, tuple], settings: Settings) -> dict[str, Any]:
-    return {"model": models_["sd"][0]}
+    """What the memory estimate counts: the checkpoint, and in 3D mode the depth model's
+    weights (it stays on the device)."""
+    out = {"model": models_["sd"][0]}
+    if "depth" in models_:
+        out["depth"] = models_["depth"][0]
+    return out
 
 
 def schedules(settings: Settings, n: int, fps: float) -> tuple[list[float], list[float]]:

@@ -24,10 +24,11 @@ IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # the processors' nor
 
 
 class DepthModel:
-    """A loaded depth model and its image processor, on one device."""
+    """A loaded depth model and its image processor, on one device; `folder` holds its files
+    (the SD engines' memory estimate counts its weights from the safetensors header)."""
 
-    def __init__(self, model: Any, processor: Any, device: Any):
-        self.model, self.processor, self.device = model, processor, device
+    def __init__(self, model: Any, processor: Any, device: Any, folder: Path):
+        self.model, self.processor, self.device, self.folder = model, processor, device, folder
 
     def __call__(self, image: Any) -> Any:
         import torch
@@ -97,4 +98,4 @@ def load(entry: Any, folder: Path, device: Any = "cpu") -> DepthModel:
     with _quiet():
         model = AutoModelForDepthEstimation.from_pretrained(str(folder), local_files_only=True)
         processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
-    return DepthModel(model.eval().to(device), processor, device)
+    return DepthModel(model.eval().to(device), processor, device, Path(folder))

@@ -120,3 +120,24 @@ def test_strength_outside_0_to_1_is_refused(schedule):
         deforum.schedules(settings, 5, 8.0)
     assert err.value.key == "engine.strength_schedule"
     assert "a strength from 0 to 1 at every frame" in str(err.value)
+
+
+def test_3d_mode_memory_estimate_counts_the_depth_model(models_dir):
+    from engines.frames.sd import memory
+    from engines.frames.sd.models import CONF
+    from engines.models import loaded, registry
+    from engines.models.diffusers import tensor_sizes
+    from engines.models.weights import prepare
+
+    settings = deforum.Settings(model="generated_sd15_tiny", animation_mode="3D",
+                                depth_model="generated_depth_tiny")
+    models = {kind: tuple(loaded.load(e, prepare(e, models_dir, download=False), "cpu")
+                          for e in entries)
+              for kind, entries in deforum.models(settings, {}).items()}
+    assert set(models) == {"sd", "depth"}
+    per = memory.component_bytes(deforum.sources(models, settings), 4)
+    depth_entry = registry.load_entry("depth", "generated_depth_tiny", CONF)
+    folder = prepare(depth_entry, models_dir, download=False)
+    assert per["depth"] == tensor_sizes(folder)[0] * 4 > 0
+    two_d = deforum.Settings(model="generated_sd15_tiny")
+    assert set(deforum.models(two_d, {})) == {"sd"}  # 2D mode loads no depth model
