@@ -1,13 +1,15 @@
 """ControlNet video (Zhang et al. 2023, arXiv:2302.05543): every frame of the shot is drawn by
 Stable Diffusion (SD 1.5 or SDXL) following a map made from the matching frame of the shot's
-input video: its pose (`control: maps` with pose maps the user supplies: OpenPose-style skeletons
-drawn by any pose tool, one per frame; with an OpenPose ControlNet) or its structure
-(`control: canny`: edges found by OpenCV's Canny; with a Canny ControlNet). The frames are made
+input video: its pose (`control: pose`: the keypoints a ViTPose model finds in each frame,
+drawn as OpenPose skeletons, engines/frames/sd/pose_maps.py; or `control: maps` with pose maps the
+user supplies, one per frame; with an OpenPose ControlNet) or its structure (`control: canny`:
+edges found by OpenCV's Canny; with a Canny ControlNet). The frames are made
 consistent as Text2Video-Zero does for ControlNet video: the same starting noise for every frame
 and cross-frame attention to the first frame (engines/frames/sd/batched.py).
 
 Pipelines: diffusers' StableDiffusionControlNetPipeline / StableDiffusionXLControlNetPipeline.
-A pose detector (OpenPose, DWPose) is not included: supply the pose maps as the input video.
+The pose detector is top-down on the whole frame (one person filling most of it); for several
+people, draw the maps with another tool and give them as the input video (`control: maps`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from engines.frames.sd.settings import SdSettings
 
 NAME = "controlnet"
 CODE_VERSION = "1"  # bump when the frames for the same settings would change
-MODELS = ("sd",)
+MODELS = ("sd", "pose")
+POSE_MODEL = "vitpose_base_simple"
+FOLLOWS = {"canny": "Canny", "pose": "pose (OpenPose)"}  # the ControlNet each found map needs
 MEMORY_UNIT = ("batch_frames", "frames per batch")
 ROWS = 2  # guidance passes batched together (unconditional, text)
 PIPES = {"sd15": "StableDiffusionControlNetPipeline",
@@ -35,7 +39,10 @@ class Settings(SdSettings):
 
     name: Literal["controlnet"] = NAME
     controlnet: str = "controlnet_sd15_openpose"  # registry entry in conf/sd/ (a ControlNet of the model's base)
-    control: Literal["canny", "maps"] = "maps"  # canny: edges of the input video (OpenCV) | maps: its frames as they are
+    control: Literal["canny", "maps", "pose"] = "maps"  # canny: edges of the input video (OpenCV) | pose: skeletons of its person (ViTPose) | maps: its frames as they are
+    # control pose; left out of the settings' identity at their defaults (keys made before stay)
+    pose_model: str = Field(POSE_MODEL, exclude_if=lambda v: v == POSE_MODEL)  # control pose: registry entry in conf/pose/
+    pose_threshold: float = Field(0.3, ge=0, le=1, exclude_if=lambda v: v == 0.3)  # control pose: keypoints scored lower are not drawn
     canny_low: int = Field(100, ge=0, le=255)  # control canny: lower hysteresis threshold
     canny_high: int = Field(200, ge=0, le=255)  # control canny: upper hysteresis threshold
     controlnet_scale: float = Field(1.0, ge=0)  # how strongly the maps steer
@@ -48,15 +55,23 @@ def input_video(settings: Settings) -> str:
 
 
 def models(settings: Settings, film_models: dict[str, tuple]) -> dict[str, tuple]:
-    from engines.frames.sd.models import base_of, entry
+    from engines.frames.sd.models import CONF, base_of, entry
+    from engines.models.registry import load_entry
 
     model = entry(settings.model, "pipeline", "engine.model")
-    return {"sd": (model, entry(settings.controlnet, "controlnet", "engine.controlnet",
-                                base_of(model)))}
+    out = {"sd": (model, entry(settings.controlnet, "controlnet", "engine.controlnet",
+                               base_of(model)))}
+    if settings.control == "pose":
+        out["pose"] = (load_entry("pose", settings.pose_model, CONF),)
+    return out
 
 
 def sources(models_: dict[str, tuple], settings: Settings) -> dict[str, Any]:
-    return {"model": models_["sd"][0], "controlnet": models_["sd"][1]}
+    """What the memory estimate counts (the pose model, when used, stays on the device)."""
+    out = {"model": models_["sd"][0], "controlnet": models_["sd"][1]}
+    if "pose" in models_:
+        out["pose"] = models_["pose"][0]
+    return out
 
 
 def check(settings: Settings, plan: Any, key: str) -> None:
@@ -66,10 +81,10 @@ def check(settings: Settings, plan: Any, key: str) -> None:
     model, net = models(settings, {})["sd"]
     check_size(plan, rules_of(model), model.name)
     follows = rules_of(net).control
-    if settings.control == "canny" and follows != "canny":
+    if settings.control in ("canny", "pose") and follows != settings.control:
         raise ConfigError("engine.control", settings.control, "maps for this ControlNet "
                           f"(it follows {follows} maps: give them as the input video, "
-                          "control: maps), or a Canny ControlNet")
+                          f"control: maps), or a {FOLLOWS[settings.control]} ControlNet")
 
 
 def unet_frames(settings: Settings) -> int:
@@ -87,12 +102,18 @@ def pipeline(settings: Settings, plan: Any, models_: dict[str, tuple], device: A
     return pipe, model.rules
 
 
-def call_kwargs(settings: Settings, plan: Any, idx: list[int], rules: Any, frames: list) -> dict:
-    from PIL import Image
-
+def input_maps(settings: Settings, models_: dict[str, tuple], frames: list) -> list:
+    """The conditioning map of every input frame (batched.render calls it once per render)."""
     from engines.frames.sd import inputs
 
-    maps = inputs.control_maps(frames, settings.control, settings.canny_low, settings.canny_high)
+    pose = models_["pose"][0] if "pose" in models_ else None
+    return inputs.control_maps(frames, settings.control, settings.canny_low, settings.canny_high,
+                               pose=pose, pose_threshold=settings.pose_threshold)
+
+
+def call_kwargs(settings: Settings, plan: Any, idx: list[int], rules: Any, maps: list) -> dict:
+    from PIL import Image
+
     return {**sd_batched.prompts(settings, plan, idx),
             "image": [Image.fromarray(m) for m in maps], "height": plan.height,
             "width": plan.width, "controlnet_conditioning_scale": settings.controlnet_scale,

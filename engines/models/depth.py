@@ -15,10 +15,10 @@ bilinearly. Both published families predict disparity, so nothing is inverted he
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from engines.models.hf_quiet import quiet
 
 IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # the processors' normalisation
 
@@ -69,33 +69,18 @@ def build_generated(entry: Any, out_dir: Path) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(entry.seed))
         model = DepthAnythingForDepthEstimation(config).eval()
-    with _quiet():
+    with quiet():
         model.save_pretrained(str(out_dir))
     DPTImageProcessor(do_resize=True, size={"height": size, "width": size},
                       keep_aspect_ratio=True, ensure_multiple_of=14, resample=3,
                       image_mean=IMAGENET[0], image_std=IMAGENET[1]).save_pretrained(str(out_dir))
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """transformers without its per-call progress bars ("Loading weights", "Writing model
-    shards"): a render's console has one bar per shot (flows/console.py)."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 def load(entry: Any, folder: Path, device: Any = "cpu") -> DepthModel:
     """The depth model of a prepared entry (float32, eval mode) on `device`."""
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
-    with _quiet():
+    with quiet():
         model = AutoModelForDepthEstimation.from_pretrained(str(folder), local_files_only=True)
         processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
     return DepthModel(model.eval().to(device), processor, device, Path(folder))

@@ -38,6 +38,7 @@ KINDS = {
     "sd": Kind("sd", "engine.model", "engines.models.sd"),  # SD 1.5 / SDXL components
     "flow": Kind("flow", "engine.flow_model", "engines.models.raft"),  # optical flow (RAFT)
     "depth": Kind("depth", "engine.depth_model", "engines.models.depth"),  # monocular depth
+    "pose": Kind("pose", "engine.pose_model", "engines.models.pose"),  # human pose (ViTPose)
 }
 KIND_DIRS = {k: v.conf_dir for k, v in KINDS.items()}  # registry folder of each kind, under conf/
 CONFIG_KEYS = {k: v.config_key for k, v in KINDS.items()}  # config key naming an entry of a kind

@@ -103,6 +103,8 @@ def render(engine: Any, settings: Any, plan: Any, models_: dict[str, tuple], sin
     steps = settings.steps or rules.steps
     sched = resume.fresh(pipe.scheduler)
     video = inputs.load_frames(plan)
+    if hasattr(engine, "input_maps"):  # controlnet: each frame's conditioning map
+        video = engine.input_maps(settings, models_, video)
     groups = batches(n, settings.batch_frames)
     state = dict(state or {"chunk": 0, "step": 0})
     g = torch.Generator("cpu").manual_seed(seed_of(plan.seed, 0))

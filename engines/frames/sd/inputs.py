@@ -3,6 +3,8 @@ the film's fps and the shot's size, `plan.input_frames`), and the control maps m
 
 - `canny`: OpenCV's Canny edge detector on the grey frame (Canny 1986), thresholds in 0..255,
   white edges on black, three channels (the maps ControlNet's Canny models were trained on);
+- `pose`: the person's keypoints found by a ViTPose model (engines/models/pose.py), drawn as
+  OpenPose skeletons on black (engines/frames/sd/pose_maps.py);
 - `maps`: the frames as they are: maps the user made (OpenPose skeletons drawn by any pose tool,
   depth, line art), one per frame.
 """
@@ -14,7 +16,7 @@ from typing import Any
 
 from engines.core.errors import ConfigError
 
-MAPS = ("canny", "maps")
+MAPS = ("canny", "pose", "maps")
 
 
 def frame_files(folder: str | Path) -> list[Path]:
@@ -50,10 +52,16 @@ def canny(frame: Any, low: int, high: int) -> Any:
     return np.repeat(edges[:, :, None], 3, axis=2)
 
 
-def control_maps(frames: list[Any], kind: str, low: int = 100, high: int = 200) -> list[Any]:
-    """The ControlNet conditioning maps of the frames (uint8 RGB)."""
+def control_maps(frames: list[Any], kind: str, low: int = 100, high: int = 200,
+                 pose: Any = None, pose_threshold: float = 0.3) -> list[Any]:
+    """The ControlNet conditioning maps of the frames (uint8 RGB); `pose`: the pose model of
+    kind `pose`."""
     if kind == "canny":
         return [canny(f, low, high) for f in frames]
+    if kind == "pose":
+        from engines.frames.sd.pose_maps import pose_map
+
+        return [pose_map(pose, f, pose_threshold) for f in frames]
     return list(frames)
 
 
