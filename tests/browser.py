@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -108,16 +110,41 @@ class DevTools:
         self.ws.close()
 
 
+def end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the browser's whole process group, SIGKILL to what is left after 20 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            continue
+        deadline = time.monotonic() + 5  # the helpers leave after the browser
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
 def media_report(page: Path, *, timeout: float = 180) -> dict[str, list[dict[str, Any]]]:
     """Open `page` (file://) in headless Chromium; return {videos: [...], images: [...]} as the
     page's elements saw them (duration, played, error; natural width and height)."""
     exe = find_chromium()
     if exe is None:
         raise RuntimeError("no chromium on PATH")
-    with tempfile.TemporaryDirectory(prefix="promptreel-chromium-") as profile:
+    # Chromium's helper processes (renderer, crashpad, utility) outlive the browser process for
+    # a moment and still write into the profile: they run in a process group of their own, which
+    # is ended as a whole before the profile is removed (once, the removal met a directory a
+    # helper was still filling: "Directory not empty: 'Default'")
+    with tempfile.TemporaryDirectory(prefix="promptreel-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + 60
@@ -140,12 +167,7 @@ def media_report(page: Path, *, timeout: float = 180) -> dict[str, list[dict[str
             finally:
                 tools.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end_group(proc)
     if "exceptionDetails" in result:
         raise RuntimeError(f"probe script failed: {result['exceptionDetails']}")
     return json.loads(result["result"]["value"])
