@@ -518,7 +518,7 @@ def _check_motion_3d(shot: Any, plan: Any, engine: Any, settings: Any, key: str)
     """3D camera schedules (motion.translation_z, rotation_3d_*) need an engine whose settings
     turn its 3D camera on (`motion_3d(settings)`); any other engine would ignore them."""
     from engines.frames.registry import ENGINES
-    from engines.planning.film import MOTION_3D
+    from engines.planning.plan import MOTION_3D
 
     frame = next((f for f, fr in enumerate(plan.frames) if fr.moves_3d), None)
     if frame is None or getattr(engine, "motion_3d", lambda s: False)(settings):

@@ -11,8 +11,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engines.planning.plan import MOTION_3D  # noqa: F401 - the 3D camera keys, named once
-
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_FRAMES = 100_000
 NO_MOVE = "0:(0)"  # a still schedule

@@ -68,8 +68,6 @@ def warp(image: Any, zoom: float, angle_deg: float, tx_px: float, ty_px: float,
 
     if zoom <= 0:
         raise ValueError(f"zoom must be > 0, got {zoom}")
-    if border not in BORDERS:
-        raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
     _, _, h, w = image.shape
     m = deforum_matrix(w, h, zoom, angle_deg, tx_px, ty_px)
     # inverse of the affine map [[A, b]]: A^-1 = Rot(-angle) / zoom, offset -A^-1 b
